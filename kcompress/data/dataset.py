@@ -1,0 +1,88 @@
+"""The in-memory image-classification dataset every kcompress tool consumes."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from kcompress._keras import tf
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Dataset:
+    """Train and test splits as float32 NHWC images in [0, 1] and integer labels.
+
+    Attributes:
+        name: dataset name, e.g. ``"mnist"``.
+        x_train, y_train, x_test, y_test: NumPy arrays; images are float32 with
+            shape ``(n, height, width, channels)``, labels int64 with shape ``(n,)``.
+        num_classes: number of classes.
+        source: where the arrays came from (a file path or ``"tfds:<name>"``).
+    """
+
+    name: str
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    num_classes: int
+    source: str = ""
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        """Shape of one image, ``(height, width, channels)``."""
+        return tuple(int(d) for d in self.x_train.shape[1:])
+
+    def __repr__(self) -> str:
+        return (
+            f"Dataset(name={self.name!r}, train={len(self.x_train)}, test={len(self.x_test)}, "
+            f"input_shape={self.input_shape}, num_classes={self.num_classes})"
+        )
+
+    def representative(self, n: int = 200, seed: int = 0) -> np.ndarray:
+        """Returns ``n`` training images drawn without replacement, for calibration.
+
+        Args:
+            n: number of samples, 1 <= n <= len(x_train).
+            seed: seed of the draw, so calibration is reproducible.
+
+        Returns:
+            float32 array of shape ``(n, *input_shape)``.
+        """
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 1 <= n <= len(self.x_train):
+            raise ValueError(f"n must be an int in [1, {len(self.x_train)}], got {n!r}.")
+        idx = np.random.default_rng(seed).choice(len(self.x_train), size=int(n), replace=False)
+        return self.x_train[np.sort(idx)]
+
+    def take(self, train: int | None = None, test: int | None = None) -> Dataset:
+        """Returns a copy holding only the first ``train`` / ``test`` samples (for quick runs)."""
+        for argname, value, limit in (("train", train, len(self.x_train)), ("test", test, len(self.x_test))):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 1 <= value <= limit):
+                raise ValueError(f"{argname} must be None or an int in [1, {limit}], got {value!r}.")
+        return dataclasses.replace(
+            self,
+            x_train=self.x_train[:train],
+            y_train=self.y_train[:train],
+            x_test=self.x_test[:test],
+            y_test=self.y_test[:test],
+        )
+
+    def train(self, batch_size: int = 128, shuffle: bool = True, seed: int | None = 0) -> tf.data.Dataset:
+        """A batched, prefetching ``tf.data`` pipeline over the training split."""
+        _check_batch_size(batch_size)
+        ds = tf.data.Dataset.from_tensor_slices((self.x_train, self.y_train))
+        if shuffle:
+            ds = ds.shuffle(min(len(self.x_train), 60_000), seed=seed, reshuffle_each_iteration=True)
+        return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+    def test(self, batch_size: int = 256) -> tf.data.Dataset:
+        """A batched, prefetching ``tf.data`` pipeline over the test split, in order."""
+        _check_batch_size(batch_size)
+        ds = tf.data.Dataset.from_tensor_slices((self.x_test, self.y_test))
+        return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def _check_batch_size(batch_size) -> None:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}.")

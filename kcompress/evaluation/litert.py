@@ -1,0 +1,83 @@
+"""Running flatbuffers in the LiteRT interpreter, with input quantization done right."""
+
+from __future__ import annotations
+
+import numpy as np
+from ai_edge_litert import interpreter as litert
+
+from kcompress.export.flatbuffer import check_flatbuffer
+
+OP_RESOLVERS = {
+    "auto": litert.OpResolverType.AUTO,
+    "builtin": litert.OpResolverType.BUILTIN,
+    "builtin_ref": litert.OpResolverType.BUILTIN_REF,
+    "builtin_without_default_delegates": litert.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
+}
+
+
+def make_interpreter(flatbuffer, num_threads: int = 1, op_resolver: str = "auto") -> litert.Interpreter:
+    """Builds an allocated LiteRT interpreter for ``flatbuffer``.
+
+    Args:
+        flatbuffer: bytes of a ``.tflite`` model.
+        num_threads: interpreter threads (1 for honest single-core latency).
+        op_resolver: one of :data:`OP_RESOLVERS`; ``builtin_without_default_delegates``
+            runs graphs the default XNNPACK delegate rejects (e.g. sparse int8).
+    """
+    data = check_flatbuffer(flatbuffer)
+    if isinstance(num_threads, bool) or not isinstance(num_threads, int) or num_threads < 1:
+        raise ValueError(f"num_threads must be a positive int, got {num_threads!r}.")
+    if op_resolver not in OP_RESOLVERS:
+        raise ValueError(f"op_resolver must be one of {sorted(OP_RESOLVERS)}, got {op_resolver!r}.")
+    interp = litert.Interpreter(
+        model_content=data, num_threads=num_threads, experimental_op_resolver_type=OP_RESOLVERS[op_resolver]
+    )
+    interp.allocate_tensors()
+    return interp
+
+
+def quantize_input(x: np.ndarray, detail: dict) -> np.ndarray:
+    """Maps float input to the tensor's dtype with its own scale and zero point."""
+    dtype = detail["dtype"]
+    if np.issubdtype(dtype, np.floating):
+        return x.astype(dtype)
+    scale, zero_point = detail["quantization"]
+    if scale == 0:
+        raise ValueError(f"input tensor {detail['name']!r} is {np.dtype(dtype).name} without quantization parameters.")
+    info = np.iinfo(dtype)
+    return np.clip(np.round(x / scale + zero_point), info.min, info.max).astype(dtype)
+
+
+def dequantize_output(y: np.ndarray, detail: dict) -> np.ndarray:
+    """Maps a quantized output back to float with the tensor's scale and zero point."""
+    if np.issubdtype(detail["dtype"], np.floating):
+        return y.astype(np.float32)
+    scale, zero_point = detail["quantization"]
+    return (y.astype(np.float32) - zero_point) * scale
+
+
+def predict(flatbuffer_or_interpreter, x: np.ndarray, num_threads: int = 1, op_resolver: str = "auto") -> np.ndarray:
+    """Runs a batch-1 flatbuffer on every row of ``x`` and returns float outputs.
+
+    Args:
+        flatbuffer_or_interpreter: flatbuffer bytes or an interpreter from :func:`make_interpreter`.
+        x: float inputs, shape ``(n, *input_shape)``, scaled as at training.
+
+    Returns:
+        float32 array ``(n, *output_shape)``, dequantized when the output is quantized.
+    """
+    interp = (flatbuffer_or_interpreter if isinstance(flatbuffer_or_interpreter, litert.Interpreter)
+              else make_interpreter(flatbuffer_or_interpreter, num_threads, op_resolver))
+    inp = interp.get_input_details()[0]
+    out = interp.get_output_details()[0]
+    x = np.asarray(x)
+    expected = tuple(int(d) for d in inp["shape"][1:])
+    if x.ndim != len(expected) + 1 or tuple(x.shape[1:]) != expected:
+        raise ValueError(f"x must have shape (n, {', '.join(map(str, expected))}), got {x.shape}.")
+    q = quantize_input(x, inp)
+    outputs = np.empty((len(x), *out["shape"][1:]), np.float32)
+    for i in range(len(x)):
+        interp.set_tensor(inp["index"], q[i : i + 1])
+        interp.invoke()
+        outputs[i] = dequantize_output(interp.get_tensor(out["index"])[0], out)
+    return outputs

@@ -1,0 +1,219 @@
+"""``evaluate``: one dict of honest numbers for a Keras model or a flatbuffer."""
+
+from __future__ import annotations
+
+import time
+import zlib
+
+import numpy as np
+from absl import logging
+
+from kcompress._keras import check_model, keras, tf
+from kcompress.data import Dataset
+from kcompress.evaluation import litert as _litert
+from kcompress.export.flatbuffer import describe
+from kcompress.export.tflite import to_tflite
+
+KEYS = (
+    "format", "accuracy", "num_samples", "params", "nonzero_params", "size_bytes", "gzip_bytes",
+    "macs", "latency_ms", "throughput_sps",
+)
+
+
+def gzip_size(data: bytes) -> int:
+    """Bytes of ``data`` after zlib level-9 compression (what a download or OTA update costs)."""
+    return len(zlib.compress(bytes(data), 9))
+
+
+def _unwrap(layer):
+    while hasattr(layer, "layer") and isinstance(layer.layer, keras.layers.Layer):
+        layer = layer.layer
+    return layer
+
+
+def _leaf_layers(model):
+    for layer in model.layers:
+        inner = _unwrap(layer)
+        if isinstance(inner, keras.Model):
+            yield from _leaf_layers(inner)
+        else:
+            yield layer, inner
+
+
+def keras_macs(model) -> int:
+    """Multiply-accumulates of one inference through Conv2D, DepthwiseConv2D and Dense layers."""
+    check_model(model)
+    total = 0
+    for outer, layer in _leaf_layers(model):
+        try:
+            out_shape = outer.output_shape
+            in_shape = outer.input_shape
+        except AttributeError:
+            continue
+        if isinstance(out_shape, list) or isinstance(in_shape, list):
+            continue
+        out_elems = int(np.prod([d for d in out_shape[1:] if d is not None]))
+        if isinstance(layer, keras.layers.DepthwiseConv2D):
+            kh, kw = layer.kernel_size
+            total += out_elems * kh * kw
+        elif isinstance(layer, keras.layers.Conv2D):
+            kh, kw = layer.kernel_size
+            groups = getattr(layer, "groups", 1) or 1
+            total += out_elems * kh * kw * int(in_shape[-1]) // groups
+        elif isinstance(layer, keras.layers.Dense):
+            total += out_elems * int(in_shape[-1])
+    return int(total)
+
+
+def keras_params(model) -> tuple[int, int]:
+    """(parameters, nonzero parameters) over the model's weights (pruning masks excluded)."""
+    check_model(model)
+    params = nonzero = 0
+    for w in model.weights:
+        name = w.name
+        if any(tag in name for tag in ("mask", "threshold", "pruning_step", "optimizer_step")):
+            continue
+        if w.dtype not in (tf.float32, tf.float16, tf.bfloat16, tf.float64):
+            continue
+        values = w.numpy()
+        params += values.size
+        nonzero += int(np.count_nonzero(values))
+    return params, nonzero
+
+
+def _check_dataset(dataset, max_samples):
+    if not isinstance(dataset, Dataset):
+        raise TypeError(f"dataset must be a kcompress.data.Dataset (from kcompress.data.load), got {type(dataset).__name__}.")
+    n = len(dataset.x_test)
+    if max_samples is not None and (isinstance(max_samples, bool) or not isinstance(max_samples, int) or not 1 <= max_samples):
+        raise ValueError(f"max_samples must be None or a positive int, got {max_samples!r}.")
+    n = min(n, max_samples) if max_samples else n
+    return dataset.x_test[:n], dataset.y_test[:n]
+
+
+def _median_ms(fn, runs: int, warmup: int = 10) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times) * 1e3)
+
+
+def evaluate(model_or_flatbuffer, dataset: Dataset, *, max_samples: int | None = None,
+             latency_runs: int = 200, batch_size: int = 256, num_threads: int = 1,
+             op_resolver: str = "auto") -> dict:
+    """Measures accuracy, size, MACs and speed of a Keras model or a TFLite flatbuffer.
+
+    A flatbuffer is run in the LiteRT interpreter over the test set (inputs
+    quantized with its own scale and zero point). A Keras model is run by Keras;
+    its ``size_bytes`` and ``gzip_bytes`` are those of its float32 flatbuffer,
+    the file it would ship as.
+
+    Args:
+        model_or_flatbuffer: a tf_keras model or the bytes of a ``.tflite`` model.
+        dataset: a :class:`kcompress.data.Dataset`; its test split is used.
+        max_samples: evaluate on the first ``max_samples`` test samples only.
+        latency_runs: timed single-sample inferences (after 10 warm-up runs).
+        batch_size: Keras batch size for accuracy and throughput.
+        num_threads: LiteRT threads for accuracy/throughput (latency is always 1 thread).
+        op_resolver: LiteRT op resolver (see ``kcompress.evaluation.OP_RESOLVERS``).
+
+    Returns:
+        dict with :data:`KEYS`: ``format`` ("keras" or "tflite"), ``accuracy`` (fraction),
+        ``num_samples``, ``params``, ``nonzero_params``, ``size_bytes``, ``gzip_bytes``,
+        ``macs``, ``latency_ms`` (median, one sample, one thread), ``throughput_sps``
+        (samples per second over the accuracy pass).
+
+    Example:
+        >>> r = evaluate(to_tflite(model, "int8", representative_data=ds), ds)
+        >>> r["accuracy"], r["size_bytes"], r["latency_ms"]
+    """
+    x, y = _check_dataset(dataset, max_samples)
+    if isinstance(latency_runs, bool) or not isinstance(latency_runs, int) or latency_runs < 1:
+        raise ValueError(f"latency_runs must be a positive int, got {latency_runs!r}.")
+    if isinstance(model_or_flatbuffer, (bytes, bytearray, memoryview)):
+        return _evaluate_flatbuffer(bytes(model_or_flatbuffer), x, y, latency_runs, num_threads, op_resolver)
+    model = check_model(model_or_flatbuffer, "model_or_flatbuffer")
+    return _evaluate_keras(model, x, y, latency_runs, batch_size)
+
+
+def _evaluate_flatbuffer(flatbuffer, x, y, latency_runs, num_threads, op_resolver) -> dict:
+    info = describe(flatbuffer)
+    interp = _litert.make_interpreter(flatbuffer, num_threads=num_threads, op_resolver=op_resolver)
+    t0 = time.perf_counter()
+    logits = _litert.predict(interp, x)
+    elapsed = time.perf_counter() - t0
+    accuracy = float(np.mean(np.argmax(logits.reshape(len(x), -1), axis=-1) == y))
+
+    single = interp if num_threads == 1 else _litert.make_interpreter(flatbuffer, 1, op_resolver)
+    inp = single.get_input_details()[0]
+    sample = _litert.quantize_input(x[:1], inp)
+    single.set_tensor(inp["index"], sample)
+    latency = _median_ms(single.invoke, latency_runs)
+    logging.info("tflite: accuracy %.4f on %d samples, %d bytes", accuracy, len(x), info.size_bytes)
+    return {
+        "format": "tflite",
+        "accuracy": accuracy,
+        "num_samples": int(len(x)),
+        "params": info.params,
+        "nonzero_params": info.nonzero_params,
+        "size_bytes": info.size_bytes,
+        "gzip_bytes": gzip_size(flatbuffer),
+        "macs": info.macs,
+        "latency_ms": latency,
+        "throughput_sps": float(len(x) / elapsed) if elapsed > 0 else float("inf"),
+    }
+
+
+def _evaluate_keras(model, x, y, latency_runs, batch_size) -> dict:
+    t0 = time.perf_counter()
+    logits = model.predict(x, batch_size=batch_size, verbose=0)
+    elapsed = time.perf_counter() - t0
+    if isinstance(logits, (list, tuple)):
+        logits = logits[0]
+    accuracy = float(np.mean(np.argmax(np.reshape(logits, (len(x), -1)), axis=-1) == y))
+    fn = tf.function(lambda t: model(t, training=False))
+    sample = tf.constant(x[:1])
+    latency = _median_ms(lambda: fn(sample), latency_runs)
+    params, nonzero = keras_params(model)
+    flat = to_tflite(model, "float32", verbose=False)
+    return {
+        "format": "keras",
+        "accuracy": accuracy,
+        "num_samples": int(len(x)),
+        "params": params,
+        "nonzero_params": nonzero,
+        "size_bytes": len(flat),
+        "gzip_bytes": gzip_size(flat),
+        "macs": keras_macs(model),
+        "latency_ms": latency,
+        "throughput_sps": float(len(x) / elapsed) if elapsed > 0 else float("inf"),
+    }
+
+
+def agreement(keras_model, flatbuffer, dataset: Dataset, max_samples: int | None = None) -> dict:
+    """Compares a Keras model with its flatbuffer on the test set.
+
+    Returns:
+        dict: ``top1_agreement`` (fraction of samples with the same predicted class),
+        ``max_logit_error`` and ``mean_logit_error`` (absolute, on dequantized
+        outputs), ``keras_accuracy``, ``tflite_accuracy``, ``num_samples``.
+    """
+    check_model(keras_model, "keras_model")
+    x, y = _check_dataset(dataset, max_samples)
+    k = np.reshape(keras_model.predict(x, batch_size=256, verbose=0), (len(x), -1))
+    t = np.reshape(_litert.predict(flatbuffer, x), (len(x), -1))
+    if k.shape != t.shape:
+        raise ValueError(f"keras_model outputs {k.shape[1:]} but flatbuffer outputs {t.shape[1:]}.")
+    err = np.abs(k - t)
+    return {
+        "top1_agreement": float(np.mean(np.argmax(k, -1) == np.argmax(t, -1))),
+        "max_logit_error": float(err.max()),
+        "mean_logit_error": float(err.mean()),
+        "keras_accuracy": float(np.mean(np.argmax(k, -1) == y)),
+        "tflite_accuracy": float(np.mean(np.argmax(t, -1) == y)),
+        "num_samples": int(len(x)),
+    }

@@ -1,0 +1,226 @@
+"""Keras -> TFLite flatbuffers in every post-training mode, and atomic saving."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable, Iterable
+
+import numpy as np
+from absl import logging
+
+from kcompress._keras import check_model, keras, tf
+from kcompress.export.flatbuffer import check_flatbuffer
+
+MODES = ("float32", "dynamic", "int8", "float16", "int16x8")
+_IO_TYPES = {
+    "float32": ("float32",),
+    "dynamic": ("float32",),
+    "float16": ("float32",),
+    "int8": ("int8", "uint8", "float32"),
+    "int16x8": ("float32", "int16"),
+}
+_TF_TYPES = {"float32": tf.float32, "int8": tf.int8, "uint8": tf.uint8, "int16": tf.int16}
+
+
+def _is_qat(model) -> bool:
+    return any(type(layer).__name__.startswith("Quantize") for layer in model.submodules if isinstance(layer, keras.layers.Layer))
+
+
+def _has_pruning_wrappers(model) -> bool:
+    return any(type(layer).__name__ == "PruneLowMagnitude" for layer in model.submodules if isinstance(layer, keras.layers.Layer))
+
+
+def representative_dataset(data, input_shape: tuple[int, ...], limit: int | None = None,
+                           verbose: bool = True) -> Callable[[], Iterable[list[np.ndarray]]]:
+    """Turns calibration data into the generator the TFLite converter wants.
+
+    Args:
+        data: a float array ``(n, *input_shape)``, a ``kcompress.data.Dataset``
+            (200 training images are drawn), an iterable of such arrays/batches
+            or of single samples, or a callable returning such an iterable.
+        input_shape: the model's input shape without the batch dimension.
+        limit: most samples to use.
+        verbose: show a progress bar while the converter calibrates.
+
+    Returns:
+        A zero-argument callable yielding ``[sample]`` with a batch dimension of 1.
+
+    Raises:
+        ValueError/TypeError: when a sample's shape or dtype does not fit the model;
+            checked before conversion starts.
+    """
+    from kcompress.data import Dataset
+
+    if isinstance(data, Dataset):
+        data = data.representative(min(200, len(data.x_train)))
+    if callable(data) and not isinstance(data, np.ndarray):
+        data = data()
+    if isinstance(data, (tf.Tensor, np.ndarray)):
+        chunks = [np.asarray(data)]
+    elif isinstance(data, Iterable) and not isinstance(data, (str, bytes)):
+        chunks = []
+        for item in data:
+            if isinstance(item, (tuple, list)) and len(item) in (1, 2) and not np.isscalar(item[0]):
+                item = item[0]  # (x,) or (x, y) batches
+            chunks.append(np.asarray(item))
+    else:
+        raise TypeError(
+            f"representative_data must be an array, a kcompress Dataset, an iterable of arrays or a "
+            f"callable returning one; got {type(data).__name__}."
+        )
+    samples = []
+    shape = tuple(int(d) for d in input_shape)
+    for i, chunk in enumerate(chunks):
+        if not (np.issubdtype(chunk.dtype, np.floating)):
+            raise TypeError(
+                f"representative_data item {i} has dtype {chunk.dtype}; calibration needs float images "
+                f"scaled as at training (e.g. float32 in [0, 1])."
+            )
+        if tuple(chunk.shape) == shape:
+            chunk = chunk[None]
+        if chunk.ndim != len(shape) + 1 or tuple(chunk.shape[1:]) != shape:
+            raise ValueError(
+                f"representative_data item {i} has shape {tuple(chunk.shape)}; the model expects "
+                f"(batch, {', '.join(map(str, shape))}) or one sample of {shape}."
+            )
+        samples.extend(np.split(chunk.astype(np.float32), len(chunk)))
+    if limit is not None:
+        samples = samples[:limit]
+    if not samples:
+        raise ValueError("representative_data is empty; pass at least one sample (100-500 is typical).")
+
+    def generator():
+        bar = keras.utils.Progbar(len(samples), unit_name="sample") if verbose else None
+        for i, sample in enumerate(samples):
+            yield [sample]
+            if bar is not None and (i + 1) % max(1, len(samples) // 20) == 0 or (bar is not None and i + 1 == len(samples)):
+                bar.update(i + 1)
+
+    generator.num_samples = len(samples)
+    return generator
+
+
+def to_tflite(
+    model,
+    mode: str = "float32",
+    representative_data=None,
+    sparse: bool = False,
+    io_type: str | None = None,
+    verbose: bool = True,
+) -> bytes:
+    """Converts a Keras model into a TFLite flatbuffer with batch size 1.
+
+    Args:
+        model: a tf_keras model (plain, stripped-pruned or quantization-aware).
+        mode: ``float32`` (no quantization), ``dynamic`` (int8 weights, float
+            activations), ``int8`` (full integer; needs ``representative_data``
+            unless the model is quantization-aware), ``float16`` (float16 weights),
+            ``int16x8`` (int16 activations, int8 weights; needs ``representative_data``).
+        representative_data: calibration samples for ``int8`` / ``int16x8``; see
+            :func:`representative_dataset` for the accepted forms.
+        sparse: store weight tensors that are mostly zeros in the sparse encoding.
+        io_type: dtype of the model's input and output: for ``int8``: ``int8``
+            (default), ``uint8`` or ``float32``; for ``int16x8``: ``float32``
+            (default) or ``int16``; other modes: ``float32``.
+        verbose: show calibration progress.
+
+    Returns:
+        The flatbuffer bytes.
+
+    Raises:
+        TypeError: ``model`` is not a tf_keras model (Keras 3 models included).
+        ValueError: unknown ``mode`` or ``io_type``, missing or ill-shaped
+            ``representative_data``, or a model still wrapped for pruning.
+
+    Example:
+        >>> flat = to_tflite(model, mode="int8", representative_data=ds.representative(200))
+    """
+    check_model(model)
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {list(MODES)}, got {mode!r}.")
+    io_type = io_type or _IO_TYPES[mode][0]
+    if io_type not in _IO_TYPES[mode]:
+        raise ValueError(f"io_type for mode={mode!r} must be one of {list(_IO_TYPES[mode])}, got {io_type!r}.")
+    if not isinstance(sparse, bool):
+        raise TypeError(f"sparse must be a bool, got {sparse!r}.")
+    if _has_pruning_wrappers(model):
+        raise ValueError(
+            "model still holds pruning wrappers; call kcompress.pruning.strip(model) before export "
+            "so the flatbuffer holds plain layers with the zeros in place."
+        )
+    if len(model.inputs) != 1:
+        raise ValueError(f"model must have exactly one input, got {len(model.inputs)}.")
+    qat = _is_qat(model)
+    input_shape = tuple(int(d) for d in model.inputs[0].shape[1:])
+    needs_data = mode == "int16x8" or (mode == "int8" and not qat)
+    if needs_data and representative_data is None:
+        raise ValueError(
+            f"mode={mode!r} needs representative_data to calibrate activation ranges, e.g. "
+            f"representative_data=dataset.representative(200)."
+        )
+    rep = (representative_dataset(representative_data, input_shape, verbose=verbose)
+           if representative_data is not None and mode in ("int8", "int16x8") else None)
+
+    spec = tf.TensorSpec((1, *input_shape), model.inputs[0].dtype, name="input")
+    fn = tf.function(lambda x: model(x, training=False))
+    concrete = fn.get_concrete_function(spec)
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], model)
+    optimizations = []
+    if mode != "float32" or qat:
+        optimizations.append(tf.lite.Optimize.DEFAULT)
+    if sparse:
+        optimizations.append(tf.lite.Optimize.EXPERIMENTAL_SPARSITY)
+    converter.optimizations = optimizations
+    if mode == "float16":
+        converter.target_spec.supported_types = [tf.float16]
+    elif mode == "int8":
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.inference_input_type = _TF_TYPES[io_type]
+        converter.inference_output_type = _TF_TYPES[io_type]
+    elif mode == "int16x8":
+        converter.target_spec.supported_ops = [
+            tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8
+        ]
+        converter.inference_input_type = _TF_TYPES[io_type]
+        converter.inference_output_type = _TF_TYPES[io_type]
+    if rep is not None:
+        converter.representative_dataset = rep
+    logging.info("Converting %s to TFLite (mode=%s, sparse=%s, io_type=%s)", model.name, mode, sparse, io_type)
+    return bytes(converter.convert())
+
+
+def save(flatbuffer, path: str | os.PathLike) -> str:
+    """Writes a flatbuffer to ``path`` atomically (a temporary file, then a rename).
+
+    Args:
+        flatbuffer: bytes of a ``.tflite`` model.
+        path: destination file; its folder is created when missing.
+
+    Returns:
+        The path written.
+    """
+    data = check_flatbuffer(flatbuffer)
+    return write_atomic(path, data)
+
+
+def write_atomic(path: str | os.PathLike, data: bytes | str) -> str:
+    """Writes ``data`` so that ``path`` holds either the old or the whole new content."""
+    path = os.fspath(path)
+    if not path:
+        raise ValueError("path must be a non-empty file path.")
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    payload = data.encode("utf-8") if isinstance(data, str) else data
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(payload)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
