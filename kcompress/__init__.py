@@ -12,7 +12,10 @@ Example:
 __version__ = "0.1.0"
 
 from kcompress import _keras  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TF loads)
-from kcompress import data, evaluation, export, models, reporting  # noqa: E402
+from kcompress import data, distillation, evaluation, export, models, pruning, quantization, reporting  # noqa: E402
 from kcompress._keras import keras  # noqa: E402
 
-__all__ = ["data", "evaluation", "export", "keras", "models", "reporting", "__version__"]
+__all__ = [
+    "data", "distillation", "evaluation", "export", "keras", "models", "pruning", "quantization", "reporting",
+    "__version__",
+]

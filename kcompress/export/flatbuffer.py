@@ -145,16 +145,17 @@ def describe(flatbuffer) -> FlatbufferInfo:
                 continue
             t = tensors[inputs[pos]]
             values = _buffer_array(model, t, data)
-            if values is None:
-                # The weight may come through a DEQUANTIZE op (float16 / some dynamic models).
-                producer = _producer(graph, inputs[pos], codes)
-                if producer is None:
-                    continue
-                t = tensors[producer]
+            source = inputs[pos]
+            while values is None:
+                # The weight may come through DEQUANTIZE (float16) and/or DENSIFY (sparse) ops.
+                source = _producer(graph, source, codes)
+                if source is None:
+                    break
+                t = tensors[source]
                 values = _buffer_array(model, t, data)
-                if values is None:
-                    continue
-                seen.add(producer)
+                seen.add(source)
+            if values is None:
+                continue
             seen.add(inputs[pos])
             count = int(np.prod(t.shape)) if t.shape is not None and len(t.shape) else values.size
             _, zp = _quant(t)
@@ -183,7 +184,8 @@ def describe(flatbuffer) -> FlatbufferInfo:
 
 def _producer(graph, tensor_index, codes):
     for op in graph.operators or []:
-        if op.outputs is not None and tensor_index in list(op.outputs) and codes[op.opcodeIndex] == "DEQUANTIZE":
+        if (op.outputs is not None and tensor_index in list(op.outputs)
+                and codes[op.opcodeIndex] in ("DEQUANTIZE", "DENSIFY")):
             return int(op.inputs[0])
     return None
 

@@ -11,5 +11,6 @@ from kcompress.models.zoo import (
     tiny_cnn,
     vgg_small,
 )
+from kcompress.models.training import RestoreBest, compile_classifier, fit, progress_verbosity, get_strategy
 
-__all__ = ["MODELS", "get", "lenet5", "lenet5_student", "lenet300_100", "mlp_small", "resnet20", "tiny_cnn", "vgg_small"]
+__all__ = ["RestoreBest", "compile_classifier", "fit", "progress_verbosity", "get_strategy", "MODELS", "get", "lenet5", "lenet5_student", "lenet300_100", "mlp_small", "resnet20", "tiny_cnn", "vgg_small"]

@@ -1,0 +1,3 @@
+"""Distillation."""
+
+__all__: list[str] = []

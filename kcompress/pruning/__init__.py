@@ -1,0 +1,3 @@
+"""Pruning."""
+
+__all__: list[str] = []

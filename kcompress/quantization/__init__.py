@@ -1,0 +1,3 @@
+"""Quantization."""
+
+__all__: list[str] = []

@@ -1,0 +1,66 @@
+"""Shared fixtures: real MNIST slices, a briefly trained LeNet-5, two logical CPUs."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+
+import numpy as np
+import pytest
+
+_SHARED = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data"
+if not os.environ.get("KCOMPRESS_DATA_DIR") and _SHARED.is_dir():
+    os.environ["KCOMPRESS_DATA_DIR"] = str(_SHARED)
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import kcompress as kc  # noqa: E402
+from kcompress._keras import tf  # noqa: E402
+
+# Two logical CPU devices so MirroredStrategy tests run on one machine; must
+# happen before TensorFlow initialises its devices.
+try:
+    _cpus = tf.config.list_physical_devices("CPU")
+    tf.config.set_logical_device_configuration(
+        _cpus[0], [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()]
+    )
+except RuntimeError:  # pragma: no cover - devices already initialised by an earlier import
+    pass
+
+
+@pytest.fixture(scope="session")
+def mnist():
+    """The full real MNIST dataset (from $KCOMPRESS_DATA_DIR)."""
+    return kc.data.load("mnist")
+
+
+@pytest.fixture(scope="session")
+def mnist_small(mnist):
+    """4,000 training and 1,000 test images of real MNIST."""
+    return mnist.take(train=4000, test=1000)
+
+
+@pytest.fixture(scope="session")
+def trained_lenet(mnist_small):
+    """LeNet-5 trained for 3 epochs on 4,000 MNIST images (~96% test accuracy). Do not mutate."""
+    kc.keras.utils.set_random_seed(0)
+    model = kc.models.get("lenet5", mnist_small.input_shape, mnist_small.num_classes, seed=0)
+    kc.models.compile_classifier(model, 2e-3)
+    kc.models.fit(model, mnist_small, epochs=3, batch_size=64, validation_split=0.0, verbose=0)
+    return model
+
+
+@pytest.fixture()
+def fresh_copy(trained_lenet):
+    """A function returning an independent copy of the trained LeNet-5."""
+
+    def make():
+        clone = kc.keras.models.clone_model(trained_lenet)
+        clone.set_weights(trained_lenet.get_weights())
+        return clone
+
+    return make
+
+
+@pytest.fixture()
+def rng():
+    return np.random.default_rng(0)
