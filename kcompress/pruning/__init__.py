@@ -1,3 +1,30 @@
-"""Pruning."""
+"""Pruning: schedules, Keras wrappers and callbacks, sparsity reports, structured and channel pruning.
 
-__all__: list[str] = []
+Example:
+    >>> import kcompress as kc
+    >>> pruned = kc.pruning.prune(model, kc.pruning.ConstantSparsity(0.8))
+    >>> pruned.compile(...); pruned.fit(x, y, callbacks=kc.pruning.callbacks())
+    >>> small = kc.pruning.strip(pruned); kc.pruning.sparsity(small).prunable
+"""
+
+from kcompress.pruning.callbacks import SparsityMonitor, callbacks
+from kcompress.pruning.prune import is_pruned, prunable_kernels, prune, strip
+from kcompress.pruning.report import LayerSparsity, SparsityReport, sparsity
+from kcompress.pruning.schedules import ConstantSparsity, PolynomialDecay, steps_per_epoch
+from kcompress.pruning.wrapper import PruneLowMagnitude
+
+__all__ = [
+    "ConstantSparsity",
+    "LayerSparsity",
+    "PolynomialDecay",
+    "PruneLowMagnitude",
+    "SparsityMonitor",
+    "SparsityReport",
+    "callbacks",
+    "is_pruned",
+    "prunable_kernels",
+    "prune",
+    "sparsity",
+    "steps_per_epoch",
+    "strip",
+]

@@ -1,0 +1,237 @@
+"""``prune`` and ``strip``: wrap a copy of a model for magnitude pruning, and unwrap it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+from absl import logging
+from tensorflow_model_optimization.python.core.sparsity.keras import prunable_layer, prune_registry
+
+from kcompress._keras import check_model, keras
+from kcompress.pruning.schedules import _Schedule
+from kcompress.pruning.wrapper import PruneLowMagnitude, is_pruning_wrapper
+
+import tensorflow_model_optimization as tfmot
+
+_TFMOT_SCHEDULE = tfmot.sparsity.keras.PruningSchedule
+
+
+def _copy(model):
+    """An independent copy of a Sequential/Functional model, weights included."""
+    clone = keras.models.clone_model(model)
+    clone.set_weights(model.get_weights())
+    return clone
+
+
+def _check_graph_model(model, argname="model"):
+    check_model(model, argname)
+    if not (isinstance(model, keras.Sequential) or getattr(model, "_is_graph_network", False)):
+        raise ValueError(
+            f"{argname} is a subclassed model ({type(model).__name__}); kcompress can prune Sequential and "
+            "Functional models (nested ones too). Rebuild it with the Functional API, or prune the "
+            "Sequential/Functional sub-models it holds."
+        )
+
+
+def prunable_weight_names(layer) -> list[str]:
+    """Names of the weights magnitude pruning would zero in ``layer`` (empty if none)."""
+    if isinstance(layer, keras.Model):
+        return []
+    if isinstance(layer, prunable_layer.PrunableLayer):
+        return [w.name for w in layer.get_prunable_weights()]
+    if prune_registry.PruneRegistry.supports(layer):
+        return list(prune_registry.PruneRegistry._weight_names(layer))  # noqa: SLF001 - TFMOT's registry table
+    return []
+
+
+def _all_layers(model):
+    for layer in model.layers:
+        yield layer
+        if isinstance(layer, keras.Model):
+            yield from _all_layers(layer)
+
+
+def _selector(model, layers):
+    """Returns a predicate choosing which layers to wrap, after validating ``layers``."""
+    if layers is None:
+        def choose(layer):
+            if prunable_weight_names(layer):
+                return True
+            if layer.weights and not isinstance(layer, keras.Model) and not prune_registry.PruneRegistry.supports(layer):
+                logging.warning("Layer %r (%s) has weights but no pruning support; it stays dense.",
+                                layer.name, type(layer).__name__)
+            return False
+        return choose
+    if isinstance(layers, (str, type)) or not isinstance(layers, Iterable):
+        layers = [layers]
+    layers = list(layers)
+    names = {layer.name: layer for layer in _all_layers(model)}
+    types = tuple(x for x in layers if isinstance(x, type))
+    wanted = set()
+    for item in layers:
+        if isinstance(item, type):
+            if not issubclass(item, keras.layers.Layer):
+                raise TypeError(f"layers may hold layer names or tf_keras layer classes, got the class {item.__name__}.")
+            continue
+        if not isinstance(item, str):
+            raise TypeError(f"layers may hold layer names or tf_keras layer classes, got {item!r}.")
+        if item not in names:
+            raise ValueError(f"layers names {item!r}, which is not in the model; its layers are {sorted(names)}.")
+        if not prunable_weight_names(names[item]):
+            raise ValueError(
+                f"layers names {item!r}, a {type(names[item]).__name__}, which cannot be pruned; prunable layers "
+                f"here: {sorted(n for n, lyr in names.items() if prunable_weight_names(lyr))}. A custom layer can "
+                "implement tfmot.sparsity.keras.PrunableLayer."
+            )
+        wanted.add(item)
+    for t in types:
+        matches = [n for n, lyr in names.items() if isinstance(lyr, t)]
+        if not any(prunable_weight_names(names[n]) for n in matches):
+            raise ValueError(f"layers names the type {t.__name__}, but the model has no prunable layer of that type.")
+
+    def choose(layer):
+        return prunable_weight_names(layer) and (layer.name in wanted or isinstance(layer, types))
+
+    return choose
+
+
+def prune(model, schedule, layers=None, block_size=(1, 1), m_by_n=None):
+    """Returns a copy of ``model`` whose prunable layers are wrapped for magnitude pruning.
+
+    The model passed in is never changed: its layers are copied before wrapping.
+    Train the result with ``callbacks=kcompress.pruning.callbacks()``, then
+    ``strip`` it.
+
+    Args:
+        model: a Sequential or Functional tf_keras model (nested models are pruned too).
+        schedule: a ``ConstantSparsity`` / ``PolynomialDecay`` (kcompress's or TFMOT's).
+        layers: None for every prunable layer (Conv, Dense, ...), or layer names
+            and/or layer classes to prune; the others stay dense.
+        block_size: ``(rows, cols)`` blocks pruned together (block sparsity), e.g. ``(1, 4)``.
+        m_by_n: e.g. ``(2, 4)``: keep at most 2 nonzeros in every 4 consecutive weights
+            along the input channels (structured sparsity; the schedule's target is ignored).
+
+    Returns:
+        A new model of the same structure with ``PruneLowMagnitude`` wrappers.
+
+    Raises:
+        TypeError: not a tf_keras model, or a bad ``schedule`` / ``layers`` item.
+        ValueError: a subclassed model, an unknown or unprunable layer in ``layers``,
+            bad ``block_size`` / ``m_by_n``, or a model already wrapped.
+
+    Example:
+        >>> pruned = prune(model, ConstantSparsity(0.8, begin_step=0))
+        >>> pruned.compile(...); pruned.fit(x, y, callbacks=callbacks())
+        >>> small = strip(pruned)
+    """
+    _check_graph_model(model)
+    if not isinstance(schedule, _TFMOT_SCHEDULE):
+        raise TypeError(
+            f"schedule must be a pruning schedule (kcompress.pruning.ConstantSparsity or PolynomialDecay), "
+            f"got {type(schedule).__name__}."
+        )
+    if any(is_pruning_wrapper(layer) for layer in _all_layers(model)):
+        raise ValueError("model already holds pruning wrappers; strip(model) first or keep training it as it is.")
+    try:
+        block = tuple(int(b) for b in block_size)
+    except (TypeError, ValueError):
+        block = ()
+    if len(block) != 2 or min(block) < 1:
+        raise ValueError(f"block_size must be two positive ints (rows, cols), got {block_size!r}.")
+    if m_by_n is not None:
+        try:
+            m, n = (int(v) for v in m_by_n)
+        except (TypeError, ValueError):
+            m = n = 0
+        if not 0 < m < n:
+            raise ValueError(f"m_by_n must be (m, n) with 0 < m < n, e.g. (2, 4), got {m_by_n!r}.")
+        if block != (1, 1):
+            raise ValueError("m_by_n and block_size cannot be combined; pass one of them.")
+        m_by_n = (m, n)
+    copy = _copy(model)
+    choose = _selector(copy, layers)
+    wrapped = []
+
+    def wrap(layer):
+        if isinstance(layer, keras.Model):
+            return keras.models.clone_model(layer, clone_function=wrap)
+        if not choose(layer):
+            return layer
+        wrapped.append(layer.name)
+        return PruneLowMagnitude(layer, pruning_schedule=schedule, block_size=block, sparsity_m_by_n=m_by_n)
+
+    result = keras.models.clone_model(copy, clone_function=wrap)
+    if not wrapped:
+        raise ValueError(f"model {model.name!r} has no prunable layer (Conv, Dense, ...); nothing to prune.")
+    logging.info("Pruning %d layers of %s: %s", len(wrapped), model.name, ", ".join(wrapped))
+    return result
+
+
+def strip(model):
+    """Returns a plain copy of a pruned model: wrappers removed, zeros kept.
+
+    Args:
+        model: a model from :func:`prune` (or TFMOT), possibly trained.
+
+    Returns:
+        A new tf_keras model of the original structure; the input is unchanged.
+    """
+    _check_graph_model(model)
+
+    def unwrap(layer):
+        if isinstance(layer, keras.Model):
+            return keras.models.clone_model(layer, clone_function=unwrap)
+        if is_pruning_wrapper(layer):
+            inner = layer.layer.__class__.from_config(layer.layer.get_config())
+            masks = {id(w): m for w, m, _ in layer.pruning_vars}
+            inner.build(layer.input_shape)
+            values = []
+            for w in layer.layer.weights:
+                v = w.numpy()
+                if id(w) in masks:
+                    v = v * masks[id(w)].numpy()
+                values.append(v)
+            inner.set_weights(values)
+            return inner
+        return layer.__class__.from_config(layer.get_config())
+
+    stripped = keras.models.clone_model(model, clone_function=unwrap)
+    _copy_plain_weights(model, stripped)
+    return stripped
+
+
+def _copy_plain_weights(src, dst):
+    """Copies weights of non-wrapper layers (wrappers were handled while unwrapping)."""
+    for a, b in zip(src.layers, dst.layers, strict=True):
+        if isinstance(a, keras.Model):
+            _copy_plain_weights(a, b)
+        elif not is_pruning_wrapper(a) and a.weights:
+            b.set_weights(a.get_weights())
+
+
+def is_pruned(model) -> bool:
+    """True when ``model`` holds pruning wrappers."""
+    check_model(model)
+    return any(is_pruning_wrapper(layer) for layer in _all_layers(model))
+
+
+def prunable_kernels(model) -> list[tuple[str, np.ndarray]]:
+    """(layer name, kernel values) of every prunable weight, wrapped or stripped, masks applied."""
+    out = []
+    for layer in _all_layers(model):
+        if is_pruning_wrapper(layer):
+            for w, m, _ in layer.pruning_vars:
+                out.append((layer.layer.name, w.numpy() * m.numpy()))
+        elif not isinstance(layer, keras.Model):
+            for w in _prunable_weights(layer):
+                out.append((layer.name, w.numpy()))
+    return out
+
+
+def _prunable_weights(layer) -> list:
+    if isinstance(layer, prunable_layer.PrunableLayer):
+        return list(layer.get_prunable_weights())
+    if prune_registry.PruneRegistry.supports(layer):
+        return [getattr(layer, name) for name in prune_registry.PruneRegistry._weight_names(layer)]  # noqa: SLF001
+    return []

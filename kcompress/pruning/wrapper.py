@@ -1,0 +1,55 @@
+"""The pruning wrapper: TFMOT's ``PruneLowMagnitude`` with a config that keeps everything.
+
+TFMOT's wrapper drops ``sparsity_m_by_n`` from its config, and loading a pruned
+model needs ``prune_scope()``. This subclass saves every argument and is
+registered with Keras (as is TFMOT's own class), so pruned models reload with a
+plain ``keras.models.load_model``.
+"""
+
+from __future__ import annotations
+
+import tensorflow_model_optimization as tfmot
+from tensorflow_model_optimization.python.core.sparsity.keras import pruning_wrapper as _tfmot_wrapper
+
+from kcompress._keras import keras
+from kcompress.pruning import schedules as _schedules
+
+_TFMOT_WRAPPER = _tfmot_wrapper.PruneLowMagnitude
+
+
+@keras.utils.register_keras_serializable(package="kcompress")
+class PruneLowMagnitude(_TFMOT_WRAPPER):
+    """Magnitude pruning wrapper around one layer (see ``kcompress.pruning.prune``)."""
+
+    def get_config(self):
+        config = super().get_config()
+        config["pruning_schedule"] = keras.utils.serialize_keras_object(self.pruning_schedule)
+        config["sparsity_m_by_n"] = list(self.sparsity_m_by_n) if self.sparsity_m_by_n else None
+        config["block_size"] = list(self.block_size)
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        schedule = config.pop("pruning_schedule")
+        layer = keras.layers.deserialize(config.pop("layer"))
+        schedule = keras.utils.deserialize_keras_object(
+            schedule,
+            custom_objects={
+                "kcompress>ConstantSparsity": _schedules.ConstantSparsity,
+                "kcompress>PolynomialDecay": _schedules.PolynomialDecay,
+                "ConstantSparsity": tfmot.sparsity.keras.ConstantSparsity,
+                "PolynomialDecay": tfmot.sparsity.keras.PolynomialDecay,
+            },
+        )
+        m_by_n = config.pop("sparsity_m_by_n", None)
+        return cls(layer=layer, pruning_schedule=schedule, sparsity_m_by_n=tuple(m_by_n) if m_by_n else None, **config)
+
+
+def is_pruning_wrapper(layer) -> bool:
+    """True for kcompress's and TFMOT's pruning wrappers."""
+    return isinstance(layer, _TFMOT_WRAPPER)
+
+
+# Models pruned with raw TFMOT load without prune_scope() too.
+keras.utils.get_custom_objects().setdefault("PruneLowMagnitude", _TFMOT_WRAPPER)
