@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+from absl import logging
 from ai_edge_litert import interpreter as litert
 
 from kcompress.export.flatbuffer import check_flatbuffer
@@ -23,16 +24,31 @@ def make_interpreter(flatbuffer, num_threads: int = 1, op_resolver: str = "auto"
         num_threads: interpreter threads (1 for honest single-core latency).
         op_resolver: one of :data:`OP_RESOLVERS`; ``builtin_without_default_delegates``
             runs graphs the default XNNPACK delegate rejects (e.g. sparse int8).
+            With ``"auto"``, such a graph falls back to the builtin kernels with a
+            warning; the resolver used is in ``interpreter.kcompress_op_resolver``.
     """
     data = check_flatbuffer(flatbuffer)
     if isinstance(num_threads, bool) or not isinstance(num_threads, int) or num_threads < 1:
         raise ValueError(f"num_threads must be a positive int, got {num_threads!r}.")
     if op_resolver not in OP_RESOLVERS:
         raise ValueError(f"op_resolver must be one of {sorted(OP_RESOLVERS)}, got {op_resolver!r}.")
-    interp = litert.Interpreter(
-        model_content=data, num_threads=num_threads, experimental_op_resolver_type=OP_RESOLVERS[op_resolver]
-    )
-    interp.allocate_tensors()
+    try:
+        interp = litert.Interpreter(
+            model_content=data, num_threads=num_threads, experimental_op_resolver_type=OP_RESOLVERS[op_resolver]
+        )
+        interp.allocate_tensors()
+        interp.kcompress_op_resolver = op_resolver
+    except RuntimeError as err:
+        if op_resolver != "auto" or "delegate" not in str(err).lower():
+            raise
+        # XNNPACK (the default delegate) rejects some graphs, e.g. sparse int8 weights;
+        # the builtin kernels run them.
+        logging.warning(
+            "LiteRT's default delegate cannot run this flatbuffer (%s); running it with the builtin "
+            "kernels instead (op_resolver='builtin_without_default_delegates'), which are slower.",
+            str(err).splitlines()[0][:200],
+        )
+        interp = make_interpreter(data, num_threads, "builtin_without_default_delegates")
     return interp
 
 

@@ -16,7 +16,7 @@ from kcompress.export.tflite import to_tflite
 
 KEYS = (
     "format", "accuracy", "num_samples", "params", "nonzero_params", "size_bytes", "gzip_bytes",
-    "macs", "latency_ms", "throughput_sps",
+    "macs", "latency_ms", "throughput_sps", "runtime",
 )
 
 
@@ -125,7 +125,9 @@ def evaluate(model_or_flatbuffer, dataset: Dataset, *, max_samples: int | None =
         dict with :data:`KEYS`: ``format`` ("keras" or "tflite"), ``accuracy`` (fraction),
         ``num_samples``, ``params``, ``nonzero_params``, ``size_bytes``, ``gzip_bytes``,
         ``macs``, ``latency_ms`` (median, one sample, one thread), ``throughput_sps``
-        (samples per second over the accuracy pass).
+        (samples per second over the accuracy pass), ``runtime`` (``keras`` or
+        ``litert:<op resolver>``; a sparse int8 graph XNNPACK rejects runs on
+        ``litert:builtin_without_default_delegates``, with a warning).
 
     Example:
         >>> r = evaluate(to_tflite(model, "int8", representative_data=ds), ds)
@@ -165,6 +167,7 @@ def _evaluate_flatbuffer(flatbuffer, x, y, latency_runs, num_threads, op_resolve
         "macs": info.macs,
         "latency_ms": latency,
         "throughput_sps": float(len(x) / elapsed) if elapsed > 0 else float("inf"),
+        "runtime": f"litert:{interp.kcompress_op_resolver}",
     }
 
 
@@ -191,6 +194,7 @@ def _evaluate_keras(model, x, y, latency_runs, batch_size) -> dict:
         "macs": keras_macs(model),
         "latency_ms": latency,
         "throughput_sps": float(len(x) / elapsed) if elapsed > 0 else float("inf"),
+        "runtime": "keras",
     }
 
 

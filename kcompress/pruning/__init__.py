@@ -8,6 +8,7 @@ Example:
 """
 
 from kcompress.pruning.callbacks import SparsityMonitor, callbacks
+from kcompress.pruning.channels import prune_channels
 from kcompress.pruning.prune import is_pruned, prunable_kernels, prune, strip
 from kcompress.pruning.report import LayerSparsity, SparsityReport, sparsity
 from kcompress.pruning.schedules import ConstantSparsity, PolynomialDecay, steps_per_epoch
@@ -24,6 +25,7 @@ __all__ = [
     "is_pruned",
     "prunable_kernels",
     "prune",
+    "prune_channels",
     "sparsity",
     "steps_per_epoch",
     "strip",

@@ -23,7 +23,14 @@ class PruneLowMagnitude(_TFMOT_WRAPPER):
 
     def get_config(self):
         config = super().get_config()
-        config["pruning_schedule"] = keras.utils.serialize_keras_object(self.pruning_schedule)
+        schedule = self.pruning_schedule
+        if isinstance(schedule, _schedules._Schedule):  # noqa: SLF001
+            config["pruning_schedule"] = {
+                "class_name": keras.utils.get_registered_name(type(schedule)),
+                "config": schedule.get_config(),
+            }
+        else:  # a TFMOT schedule nests its own class name
+            config["pruning_schedule"] = schedule.get_config()
         config["sparsity_m_by_n"] = list(self.sparsity_m_by_n) if self.sparsity_m_by_n else None
         config["block_size"] = list(self.block_size)
         return config

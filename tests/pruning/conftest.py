@@ -1,0 +1,24 @@
+import pytest
+
+import kcompress as kc
+
+
+def _finetune(model, dataset, epochs=1, batch_size=64, lr=1e-3, callbacks=None):
+    kc.models.compile_classifier(model, lr)
+    return model.fit(dataset.x_train, dataset.y_train, epochs=epochs, batch_size=batch_size, verbose=0,
+                     callbacks=kc.pruning.callbacks() if callbacks is None else callbacks)
+
+
+@pytest.fixture(scope="session")
+def finetune():
+    """fit(model, dataset, epochs=1, batch_size=64, lr=1e-3, callbacks=pruning callbacks)."""
+    return _finetune
+
+
+@pytest.fixture(scope="module")
+def pruned80(trained_lenet, mnist_small):
+    """(pruned-and-trained wrapped model, stripped model, history) at constant 80%."""
+    kc.keras.utils.set_random_seed(0)
+    pruned = kc.pruning.prune(trained_lenet, kc.pruning.ConstantSparsity(0.8))
+    history = _finetune(pruned, mnist_small, epochs=2)
+    return pruned, kc.pruning.strip(pruned), history
