@@ -109,5 +109,12 @@ def callbacks(log_dir: str | None = None, per_layer: bool = True) -> list[keras.
         raise TypeError(f"log_dir must be None or a folder path string, got {log_dir!r}.")
     out = [tfmot.sparsity.keras.UpdatePruningStep(), SparsityMonitor(per_layer=per_layer)]
     if log_dir:
+        try:
+            import tensorboard  # noqa: F401
+        except ImportError as err:
+            raise ImportError(
+                "callbacks(log_dir=...) writes TensorBoard summaries, which needs the tensorboard "
+                "package: pip install 'kcompress[tensorboard]' (or pass log_dir=None)."
+            ) from err
         out.append(tfmot.sparsity.keras.PruningSummaries(log_dir=log_dir))
     return out
