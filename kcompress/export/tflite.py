@@ -175,7 +175,10 @@ def to_tflite(
     if mode == "float16":
         converter.target_spec.supported_types = [tf.float16]
     elif mode == "int8":
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        if not qat:
+            # A QAT graph carries its ranges in FakeQuant ops; pinning TFLITE_BUILTINS_INT8 here
+            # would make the converter ask for a representative dataset before it sees them.
+            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         converter.inference_input_type = _TF_TYPES[io_type]
         converter.inference_output_type = _TF_TYPES[io_type]
     elif mode == "int16x8":
