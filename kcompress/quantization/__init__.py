@@ -1,3 +1,29 @@
-"""Quantization."""
+"""Quantization: quantization-aware training (QAT), sparsity-preserving QAT.
 
-__all__: list[str] = []
+Post-training quantization (dynamic range, full-integer int8/uint8, float16, int16x8) is a
+conversion option: ``kcompress.export.to_tflite(model, mode=...)``.
+"""
+
+from kcompress.quantization.qat import (
+    SPARSE_THRESHOLD,
+    SparsityPreservingConvQuantizeConfig,
+    SparsityPreservingConvWeightsQuantizer,
+    SparsityPreservingQuantizeConfig,
+    SparsityPreservingWeightsQuantizer,
+    kernel_sparsity,
+    quantize_aware,
+    quantize_scope,
+    unsupported_layers,
+)
+
+__all__ = [
+    "SPARSE_THRESHOLD",
+    "SparsityPreservingConvQuantizeConfig",
+    "SparsityPreservingConvWeightsQuantizer",
+    "SparsityPreservingQuantizeConfig",
+    "SparsityPreservingWeightsQuantizer",
+    "kernel_sparsity",
+    "quantize_aware",
+    "quantize_scope",
+    "unsupported_layers",
+]

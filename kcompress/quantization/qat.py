@@ -1,0 +1,417 @@
+"""Quantization-aware training (QAT) with TFMOT, including its sparsity-preserving scheme."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+import tensorflow_model_optimization as tfmot
+from absl import logging
+from tensorflow_model_optimization.python.core.quantization.keras.collab_opts.prune_preserve import (
+    prune_preserve_quantize_registry as _pp_registry,
+)
+from tensorflow_model_optimization.python.core.quantization.keras.default_8bit.default_8bit_quantize_registry import (
+    Default8BitConvQuantizeConfig as _Default8BitConvConfig,
+)
+from tensorflow_model_optimization.python.core.quantization.keras.default_8bit.default_8bit_quantize_registry import (
+    Default8BitQuantizeConfig as _Default8BitConfig,
+)
+
+from kcompress._keras import check_model, keras, tf
+
+_qk = tfmot.quantization.keras
+_default_8bit = _qk.default_8bit
+_prune_preserve = tfmot.experimental.combine
+
+# Mostly zeros: at or above this fraction of zero kernel weights QAT preserves sparsity by default.
+SPARSE_THRESHOLD = 0.5
+# Layers whose kernels the prune-preserving scheme keeps at zero.
+_KERNELS = {"Conv2D": "kernel", "Dense": "kernel", "DepthwiseConv2D": "depthwise_kernel"}
+
+
+class _LeaveFloat(_qk.QuantizeConfig):
+    """Placeholder config for a layer QAT cannot handle, so one pass can find all of them."""
+
+    def get_weights_and_quantizers(self, layer):
+        return []
+
+    def get_activations_and_quantizers(self, layer):
+        return []
+
+    def set_quantize_weights(self, layer, quantize_weights):
+        pass
+
+    def set_quantize_activations(self, layer, quantize_activations):
+        pass
+
+    def get_output_quantizers(self, layer):
+        return []
+
+    def get_config(self):
+        return {}
+
+
+class _CollectingRegistry(_qk.QuantizeRegistry):
+    """Wraps a scheme's registry; records the annotated layers it does not support instead of failing.
+
+    TFMOT stops at the first unsupported layer with a ``RuntimeError``; recording them lets
+    :func:`quantize_aware` name every one of them in a single error.
+    """
+
+    def __init__(self, inner, annotated: set[str], check_default: bool):
+        self._inner = inner
+        self._default = _default_8bit.Default8BitQuantizeScheme().get_quantize_registry()
+        self._annotated = annotated
+        self._check_default = check_default
+        self.unsupported: list = []
+
+    def _supported(self, layer) -> bool:
+        if not self._inner.supports(layer):
+            return False
+        # The prune-preserving registry calls every weightless layer supported, then asks the
+        # default registry for its config, which fails for layers that registry does not know.
+        return not self._check_default or self._default.supports(layer)
+
+    def supports(self, layer):
+        if self._supported(layer):
+            return True
+        if layer.name in self._annotated:
+            if all(layer is not seen for seen in self.unsupported):
+                self.unsupported.append(layer)
+            return True
+        return False
+
+    def get_quantize_config(self, layer):
+        if any(layer is seen for seen in self.unsupported):
+            return _LeaveFloat()
+        return self._inner.get_quantize_config(layer)
+
+
+class _CollectingScheme(_qk.QuantizeScheme):
+    def __init__(self, inner, annotated: set[str], check_default: bool):
+        self._inner = inner
+        self.registry = _CollectingRegistry(inner.get_quantize_registry(), annotated, check_default)
+
+    def get_layout_transformer(self):
+        return self._inner.get_layout_transformer()
+
+    def get_quantize_registry(self):
+        return self.registry
+
+
+def quantize_scope(*custom_objects: dict):
+    """A scope in which Keras can load quantization-aware models (TFMOT's ``quantize_scope``).
+
+    Save QAT models as ``.h5``: TFMOT's ``QuantizeLayer`` does not load from the ``.keras``
+    format (it expects 5 variables and finds 3).
+
+    Args:
+        *custom_objects: dicts ``{name: class}`` of your own layers or objects.
+
+    Example:
+        >>> qat.save("qat.h5")
+        >>> with kc.quantization.quantize_scope():
+        ...     qat = kc.keras.models.load_model("qat.h5")
+    """
+    for i, objects in enumerate(custom_objects):
+        if not isinstance(objects, dict):
+            raise TypeError(f"custom_objects[{i}] must be a dict {{name: class}}, got {type(objects).__name__}.")
+    return _qk.quantize_scope(*custom_objects)
+
+
+def _masked(inputs):
+    # The weight times its own nonzero mask: the same forward pass, but a zero gradient for the
+    # zeros, so they stay zero. TFMOT's quantizer keeps the mask as a constant taken at build time,
+    # which a saved model does not carry: a reloaded model would build it from fresh random
+    # weights. Taking it from the weights at every step needs no state and gives the same mask.
+    return tf.stop_gradient(tf.cast(tf.not_equal(inputs, 0), inputs.dtype))
+
+
+@keras.utils.register_keras_serializable(package="kcompress")
+class SparsityPreservingWeightsQuantizer(_pp_registry.PrunePreserveDefault8BitWeightsQuantizer):
+    """TFMOT's prune-preserving 8-bit weight quantizer (per-tensor), with a mask that survives saving.
+
+    Args:
+        **config: the ``num_bits`` / ``per_axis`` / ``symmetric`` / ``narrow_range`` a saved
+            config holds; they must equal the fixed 8-bit values.
+    """
+
+    def __init__(self, **config):
+        super().__init__()
+        _check_fixed_config(self, config)
+
+    def __call__(self, inputs, training, weights, **kwargs):
+        return super().__call__(inputs, training, {**weights, "sparsity_mask": _masked(inputs)}, **kwargs)
+
+
+@keras.utils.register_keras_serializable(package="kcompress")
+class SparsityPreservingConvWeightsQuantizer(_pp_registry.PrunePreserveDefault8BitConvWeightsQuantizer):
+    """TFMOT's prune-preserving 8-bit conv weight quantizer (per-channel), with a mask that survives saving."""
+
+    def __init__(self, **config):
+        super().__init__()
+        _check_fixed_config(self, config)
+
+    def __call__(self, inputs, training, weights, **kwargs):
+        return super().__call__(inputs, training, {**weights, "sparsity_mask": _masked(inputs)}, **kwargs)
+
+
+def _check_fixed_config(quantizer, config):
+    allowed = ("num_bits", "per_axis", "symmetric", "narrow_range")
+    for key, value in config.items():
+        if key not in allowed:
+            raise TypeError(f"{type(quantizer).__name__} got an unexpected argument {key!r}; allowed: {list(allowed)}.")
+        if getattr(quantizer, key) != value:
+            raise ValueError(f"{type(quantizer).__name__} is fixed at {key}={getattr(quantizer, key)!r}, got {value!r}.")
+
+
+@keras.utils.register_keras_serializable(package="kcompress")
+class SparsityPreservingQuantizeConfig(_Default8BitConfig):
+    """TFMOT's default 8-bit QuantizeConfig (Dense) whose weight quantizer keeps zeros at zero.
+
+    TFMOT's own config does not save which weight quantizer it holds, so a prune-preserving
+    model reloaded from a file would quietly train its zeros back; this class saves as itself.
+    """
+
+    def __init__(self, weight_attrs, activation_attrs, quantize_output):
+        super().__init__(weight_attrs, activation_attrs, quantize_output)
+        self.weight_quantizer = SparsityPreservingWeightsQuantizer()
+
+
+@keras.utils.register_keras_serializable(package="kcompress")
+class SparsityPreservingConvQuantizeConfig(_Default8BitConvConfig):
+    """TFMOT's 8-bit Conv2D QuantizeConfig (per-channel weights) whose weight quantizer keeps zeros at zero."""
+
+    def __init__(self, weight_attrs, activation_attrs, quantize_output):
+        super().__init__(weight_attrs, activation_attrs, quantize_output)
+        self.weight_quantizer = SparsityPreservingConvWeightsQuantizer()
+
+
+class _SparsityPreservingRegistry(_pp_registry.Default8bitPrunePreserveQuantizeRegistry):
+    """TFMOT's prune-preserving registry, handing out configs that save and load as such."""
+
+    def get_quantize_config(self, layer):
+        config = super().get_quantize_config(layer)
+        quantizer = type(getattr(config, "weight_quantizer", None))
+        if issubclass(quantizer, _pp_registry.PrunePreserveDefault8BitConvWeightsQuantizer):
+            return SparsityPreservingConvQuantizeConfig(config.weight_attrs, config.activation_attrs, config.quantize_output)
+        if issubclass(quantizer, _pp_registry.PrunePreserveDefault8BitWeightsQuantizer):
+            return SparsityPreservingQuantizeConfig(config.weight_attrs, config.activation_attrs, config.quantize_output)
+        return config
+
+
+class _SparsityPreservingScheme(_prune_preserve.Default8BitPrunePreserveQuantizeScheme):
+    def get_quantize_registry(self):
+        return _SparsityPreservingRegistry()
+
+
+def kernel_sparsity(model) -> float:
+    """Fraction of zeros over the Conv2D / Dense / DepthwiseConv2D kernels of ``model``.
+
+    These are the weights pruning removes and the prune-preserving QAT scheme keeps at zero.
+
+    Example:
+        >>> kernel_sparsity(kc.pruning.strip(pruned))
+        0.8
+    """
+    check_model(model)
+    total = zeros = 0
+    for layer in _leaf_layers(model):
+        attr = _KERNELS.get(type(layer).__name__)
+        if attr and getattr(layer, attr, None) is not None:
+            values = getattr(layer, attr).numpy()
+            total += values.size
+            zeros += int(values.size - np.count_nonzero(values))
+    return zeros / total if total else 0.0
+
+
+def _leaf_layers(model):
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            yield from _leaf_layers(layer)
+        else:
+            yield layer
+
+
+def _is_graph_model(model) -> bool:
+    return isinstance(model, keras.Sequential) or bool(getattr(model, "_is_graph_network", False))
+
+
+def _resolve_layers(model, layers) -> list[str]:
+    names = [layer.name for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
+    if layers is None:
+        return names
+    if isinstance(layers, (str, keras.layers.Layer)) or not isinstance(layers, Iterable):
+        raise TypeError(
+            f"layers must be None or a list of layer names or layers of the model, got {layers!r}; "
+            f"e.g. layers={names[:2]!r}."
+        )
+    chosen = []
+    for item in layers:
+        if isinstance(item, keras.layers.Layer):
+            if not any(item is layer for layer in model.layers):
+                raise ValueError(f"layers contains the layer {item.name!r}, which is not a layer of model {model.name!r}.")
+            item = item.name
+        if not isinstance(item, str):
+            raise TypeError(f"layers must hold layer names (str) or layers, got {item!r} of type {type(item).__name__}.")
+        if item not in names:
+            raise ValueError(
+                f"layers contains {item!r}, which is not a layer of model {model.name!r}; its layers are {names}."
+            )
+        if item not in chosen:
+            chosen.append(item)
+    if not chosen:
+        raise ValueError(f"layers must name at least one layer to quantize, got {list(layers)!r}; its layers are {names}.")
+    return chosen
+
+
+def _custom_objects(model) -> dict:
+    objects = {}
+    for layer in model.submodules:
+        if isinstance(layer, keras.layers.Layer):
+            cls = type(layer)
+            objects[cls.__name__] = cls
+            objects[keras.saving.get_registered_name(cls)] = cls
+    return objects
+
+
+def _check_quantizable(model, chosen):
+    check_model(model)
+    if not _is_graph_model(model):
+        raise ValueError(
+            f"model must be a Functional or Sequential model; {type(model).__name__} is subclassed, and QAT "
+            "rewrites the layer graph, which a subclassed model does not expose. Build it with the Functional API."
+        )
+    kinds = {type(layer).__name__ for layer in model.submodules if isinstance(layer, keras.layers.Layer)}
+    if "PruneLowMagnitude" in kinds:
+        raise ValueError(
+            "model still holds pruning wrappers; call kcompress.pruning.strip(model) first, then "
+            "quantize_aware(stripped, preserve_sparsity=True) to keep its zeros."
+        )
+    if any(kind.startswith("Quantize") for kind in kinds):
+        raise ValueError(f"model {model.name!r} is already quantization-aware (it holds Quantize* layers).")
+    for layer in model.layers:
+        if layer.name not in chosen:
+            continue
+        if isinstance(layer, keras.Model):
+            raise ValueError(
+                f"layer {layer.name!r} is a nested model, which TFMOT cannot quantize inside another model; "
+                f"leave it out with layers=[...] or rebuild the model flat."
+            )
+        try:
+            layer.get_config()
+        except NotImplementedError as err:
+            raise ValueError(
+                f"layer {layer.name!r} ({type(layer).__name__}) has no get_config(); QAT clones the model, so "
+                "implement get_config() for it."
+            ) from err
+
+
+def _apply(model, layers, preserve_sparsity):
+    chosen = _resolve_layers(model, layers)
+    _check_quantizable(model, chosen)
+    if preserve_sparsity is None:
+        sparsity = kernel_sparsity(model)
+        preserve_sparsity = sparsity >= SPARSE_THRESHOLD
+        if preserve_sparsity:
+            logging.info("Kernels are %.1f%% zeros: preserving sparsity during QAT.", 100 * sparsity)
+    elif not isinstance(preserve_sparsity, bool):
+        raise TypeError(f"preserve_sparsity must be None, True or False, got {preserve_sparsity!r}.")
+    inner = (_SparsityPreservingScheme() if preserve_sparsity
+             else _default_8bit.Default8BitQuantizeScheme())
+    scheme = _CollectingScheme(inner, set(chosen), check_default=preserve_sparsity)
+    with quantize_scope(_custom_objects(model)):
+        copy = keras.models.clone_model(model)
+        copy.set_weights(model.get_weights())
+
+        def annotate(layer):
+            if layer.name in chosen:
+                return _qk.quantize_annotate_layer(layer)
+            return layer
+
+        annotated = keras.models.clone_model(copy, clone_function=annotate)
+        qat = _qk.quantize_apply(annotated, scheme)
+    return qat, [layer for layer in model.layers if any(layer.name == u.name for u in scheme.registry.unsupported)], \
+        preserve_sparsity, chosen
+
+
+def unsupported_layers(model, preserve_sparsity: bool = False) -> list[str]:
+    """Names of the layers of ``model`` that QAT cannot quantize (a dry run of :func:`quantize_aware`).
+
+    Args:
+        model: a Functional or Sequential tf_keras model.
+        preserve_sparsity: check against the prune-preserving scheme, which supports fewer layers.
+
+    Returns:
+        Layer names, in model order; empty when the whole model can be quantized.
+
+    Example:
+        >>> unsupported_layers(model)
+        ['my_custom_scale']
+    """
+    if not isinstance(preserve_sparsity, bool):
+        raise TypeError(f"preserve_sparsity must be True or False, got {preserve_sparsity!r}.")
+    _, unsupported, _, _ = _apply(model, None, preserve_sparsity)
+    return [layer.name for layer in unsupported]
+
+
+def quantize_aware(model, layers=None, preserve_sparsity: bool | None = None):
+    """Returns a quantization-aware copy of ``model`` to fine-tune, then export as int8.
+
+    Fake-quantization of weights and activations (TFMOT's default 8-bit scheme: per-channel
+    symmetric int8 conv weights, per-tensor dense weights, asymmetric activations) lets training
+    adapt to the rounding the int8 flatbuffer will do. The copy starts from ``model``'s weights
+    and has no optimizer: compile it (a learning rate about 10x below the original training's
+    suits fine-tuning), fit for an epoch or a few, and export with
+    ``kcompress.export.to_tflite(qat, "int8")``, which needs no calibration data for it.
+
+    With ``preserve_sparsity`` the prune-preserving scheme
+    (``tfmot.experimental.combine.Default8BitPrunePreserveQuantizeScheme``) multiplies each
+    Conv2D / Dense kernel by its zero mask before fake-quantizing it, so a pruned model's
+    zeros survive QAT; plain QAT lets them grow back. kcompress hands out its configs as
+    :class:`SparsityPreservingQuantizeConfig` / :class:`SparsityPreservingConvQuantizeConfig`,
+    which keep doing so after the model is saved and loaded (TFMOT's would not).
+
+    Call it inside ``strategy.scope()`` to train under a ``tf.distribute`` strategy.
+
+    Args:
+        model: a Functional or Sequential tf_keras model (a pruned one after
+            ``kcompress.pruning.strip``).
+        layers: ``None`` to quantize every layer, or names (or layer objects) of the
+            layers to quantize; the others stay in float.
+        preserve_sparsity: keep the zeros of Conv2D / Dense kernels. ``None`` (default)
+            turns it on when the kernels are at least half zeros (see :func:`kernel_sparsity`).
+
+    Returns:
+        A new, uncompiled tf_keras model with quantize wrappers.
+
+    Raises:
+        TypeError: ``model`` is not a tf_keras model; bad ``layers`` / ``preserve_sparsity`` types.
+        ValueError: a subclassed model, pruning wrappers still in place, an unknown layer
+            name, or layers QAT cannot handle (all named, with the ``layers=`` call that
+            leaves them in float).
+
+    Example:
+        >>> qat = kc.quantization.quantize_aware(model)
+        >>> kc.models.compile_classifier(qat, 1e-4)
+        >>> kc.models.fit(qat, ds, epochs=2)
+        >>> flat = kc.export.to_tflite(qat, "int8")
+    """
+    check_model(model)
+    qat, unsupported, preserve_sparsity, chosen = _apply(model, layers, preserve_sparsity)
+    if unsupported:
+        bad = ", ".join(f"{layer.name!r} ({type(layer).__name__})" for layer in unsupported)
+        rest = [name for name in chosen if all(name != layer.name for layer in unsupported)]
+        scheme = "prune-preserving" if preserve_sparsity else "default 8-bit"
+        hint = (" With preserve_sparsity=True only Conv2D, Dense, DepthwiseConv2D and weightless layers TFMOT "
+                "knows are supported; preserve_sparsity=False supports more." if preserve_sparsity else "")
+        raise ValueError(
+            f"QAT cannot quantize layer(s) {bad} of model {model.name!r}: TFMOT's {scheme} scheme has no "
+            f"QuantizeConfig for them.{hint} To leave them in float and quantize the rest, call "
+            f"quantize_aware(model, layers={rest!r}); or annotate them yourself with "
+            "tfmot.quantization.keras.quantize_annotate_layer(layer, quantize_config=...)."
+        )
+    logging.info("QAT: %d of %d layers quantized (%s scheme).", len(chosen),
+                 sum(not isinstance(x, keras.layers.InputLayer) for x in model.layers),
+                 "prune-preserving" if preserve_sparsity else "default 8-bit")
+    return qat
