@@ -17,7 +17,14 @@ DEFAULT_COLUMNS = (
 _HEADERS = {
     "variant": "variant",
     "format": "format",
+    "flatbuffer": "flatbuffer",
     "accuracy": "accuracy (%)",
+    "keras_accuracy": "Keras acc. (%)",
+    "sparsity": "sparsity (%)",
+    "target_sparsity": "target (%)",
+    "top1_agreement": "agreement (%)",
+    "gzip_compression": "gzip ratio",
+    "macs_ratio": "MACs ratio",
     "accuracy_delta": "Δ acc (pts)",
     "params": "params",
     "nonzero_params": "nonzero",
@@ -60,9 +67,9 @@ def add_ratios(records: list[dict], reference: str) -> list[dict]:
 def _fmt(key, value) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "–"
-    if key == "accuracy":
+    if key in ("accuracy", "keras_accuracy", "sparsity", "target_sparsity", "top1_agreement"):
         return f"{100 * value:.2f}"
-    if key in ("compression", "latency_ratio"):
+    if key in ("compression", "latency_ratio", "gzip_compression", "macs_ratio"):
         return f"{value:.2f}x"
     if key == "accuracy_delta":
         return f"{value:+.2f}"
@@ -80,7 +87,7 @@ def to_markdown(records: list[dict], columns=DEFAULT_COLUMNS) -> str:
     cols = [c for c in columns if any(c in r for r in records)]
     lines = [
         "| " + " | ".join(_HEADERS.get(c, c) for c in cols) + " |",
-        "|" + "|".join("---" if c in ("variant", "format") else "---:" for c in cols) + "|",
+        "|" + "|".join("---" if c in ("variant", "format", "flatbuffer") else "---:" for c in cols) + "|",
     ]
     for r in records:
         lines.append("| " + " | ".join(_fmt(c, r.get(c)) for c in cols) + " |")

@@ -40,3 +40,25 @@ def test_write_results(tmp_path):
 def test_write_results_rejects_records_without_variant(tmp_path):
     with pytest.raises(ValueError, match="each with a 'variant' key"):
         kc.reporting.write_results(tmp_path, [{"accuracy": 1.0}])
+
+
+def test_pareto_front():
+    records = [
+        {"variant": "a", "size_bytes": 100, "accuracy": 0.90},
+        {"variant": "b", "size_bytes": 50, "accuracy": 0.95},   # beats a on both axes
+        {"variant": "c", "size_bytes": 200, "accuracy": 0.99},
+        {"variant": "d", "size_bytes": 20, "accuracy": 0.80},
+        {"variant": "e", "size_bytes": 300, "accuracy": 0.98},  # beaten by c
+    ]
+    assert [r["variant"] for r in kc.reporting.pareto_front(records)] == ["d", "b", "c"]
+
+
+def test_plots_are_png_files(tmp_path):
+    records = [{"variant": f"v{i}", "size_bytes": 1000 * (i + 1), "accuracy": 0.9 + i / 100, "temperature": i}
+               for i in range(5)]
+    for path in (kc.reporting.plot_pareto(records, tmp_path / "pareto.png"),
+                 kc.reporting.plot_sweep(records, tmp_path / "sweep.png", x="temperature", baseline=0.95)):
+        data = open(path, "rb").read()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
+    with pytest.raises(ValueError, match="no entry with both 'size_bytes' and 'accuracy'"):
+        kc.reporting.plot_pareto([{"variant": "x"}], tmp_path / "empty.png")
