@@ -1,0 +1,442 @@
+"""``Distiller``: a ``keras.Model`` that trains a student on a frozen teacher's soft targets.
+
+The reference recipe users copy (the keras.io knowledge-distillation example)
+has known defects, each avoided here and covered by a test:
+
+* teacher and student swapped (one version called the student "teacher"): the
+  arguments are keyword-checked, and only the student's variables are trained;
+* the ``T^2`` factor left out, which makes the soft term vanish as ``T`` grows;
+* sample weights dropped: they multiply every per-example loss term;
+* epoch logs that show the last batch's loss: ``Mean`` trackers listed in
+  :attr:`Distiller.metrics` average over the epoch and reset each epoch;
+* no ``call()``, so ``predict``/``evaluate``/``save`` fail: ``call`` runs the student;
+* a wrong (validation) loss under ``tf.distribute.MirroredStrategy``: per-example
+  losses are summed per replica and divided by the *global* batch size (all-reduced,
+  so an uneven last batch is exact too), and the trackers average examples, so the
+  logged numbers equal the single-device ones.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+
+from absl import logging
+
+from kcompress._keras import check_model, keras, tf
+from kcompress.distillation.losses import check_temperature, soft_target_loss
+
+__all__ = ["Distiller"]
+
+_PROBABILITY_FLOOR = 1e-30  # log of a probability that underflowed to 0 in float32
+
+
+def _check_alpha(alpha) -> float:
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not (
+        math.isfinite(alpha) and 0.0 <= alpha <= 1.0
+    ):
+        raise ValueError(f"alpha must be a number in [0, 1] (the weight of the hard-label loss), got {alpha!r}.")
+    return float(alpha)
+
+
+def _unwrap(layer):
+    """The layer inside pruning / quantization wrappers."""
+    while hasattr(layer, "layer") and isinstance(layer.layer, keras.layers.Layer):
+        layer = layer.layer
+    return layer
+
+
+def ends_with_softmax(model) -> bool:
+    """True when ``model``'s last layer turns logits into probabilities (softmax)."""
+    layers = getattr(model, "layers", None)
+    if not layers:
+        return False
+    last = _unwrap(layers[-1])
+    if isinstance(last, keras.Model):
+        return ends_with_softmax(last)
+    if isinstance(last, keras.layers.Softmax):
+        return True
+    activation = getattr(last, "activation", None)
+    # QAT wraps the activation in an object that keeps the original as `.activation`.
+    activation = getattr(activation, "activation", activation)
+    return getattr(activation, "__name__", None) == "softmax" or activation == "softmax"
+
+
+def _single_output_shape(model, argname):
+    outputs = getattr(model, "outputs", None)
+    if outputs is not None and len(outputs) != 1:
+        raise ValueError(f"{argname} must have exactly one output (logits), got {len(outputs)} outputs.")
+    try:
+        return tuple(model.output_shape)
+    except (AttributeError, RuntimeError):
+        return None  # a subclassed model that was never called: nothing to compare
+
+
+def _check_pair(student, teacher):
+    if student is teacher:
+        raise ValueError("student and teacher must be different models, got the same object for both.")
+    s_shape = _single_output_shape(student, "student")
+    t_shape = _single_output_shape(teacher, "teacher")
+    if s_shape is not None and t_shape is not None and s_shape[1:] != t_shape[1:]:
+        raise ValueError(
+            f"teacher and student must output the same shape of logits, got teacher output shape {t_shape} "
+            f"and student output shape {s_shape}."
+        )
+    try:
+        s_in, t_in = student.input_shape, teacher.input_shape
+    except (AttributeError, RuntimeError):
+        return
+    if not isinstance(s_in, list) and not isinstance(t_in, list) and s_in[1:] != t_in[1:]:
+        raise ValueError(
+            f"teacher and student must take the same inputs, got teacher input shape {t_in} and student "
+            f"input shape {s_in}."
+        )
+
+
+def _per_example_loss(fn, argname):
+    """A callable returning one loss per example, from ``None``, a Loss, a name or a function."""
+    if fn is None:
+        return None
+    if isinstance(fn, str):
+        try:
+            fn = keras.losses.get(fn)
+        except ValueError as err:
+            raise ValueError(f"{argname} must be a keras loss, its name or a callable, got {fn!r}.") from err
+    if isinstance(fn, keras.losses.Loss):
+        fn = copy.copy(fn)  # the caller's object keeps its own reduction
+        fn.reduction = keras.losses.Reduction.NONE
+        return fn
+    if callable(fn):
+        return fn
+    raise TypeError(f"{argname} must be None, a keras.losses.Loss, a loss name or a callable, got {fn!r}.")
+
+
+def _to_per_example(values, argname):
+    values = tf.convert_to_tensor(values)
+    if values.shape.rank == 0:
+        raise ValueError(
+            f"{argname} must return one loss per example (shape (batch,)), got a scalar; pass a "
+            "keras.losses.Loss instance (its reduction is set to NONE) or a function without reduction."
+        )
+    if values.shape.rank > 1:
+        values = tf.reduce_mean(values, axis=list(range(1, values.shape.rank)))
+    return values
+
+
+def _serialize(obj):
+    if obj is None or isinstance(obj, (str, int, float, bool)):
+        return obj
+    try:
+        return keras.saving.serialize_keras_object(obj)
+    except (TypeError, ValueError):
+        logging.warning("Cannot serialize %r; it is left out of the compile config.", obj)
+        return None
+
+
+def _serialize_model(model):
+    config = keras.saving.serialize_keras_object(model)
+    # The models' own compile settings (e.g. the teacher's optimizer) are not the distiller's.
+    config.pop("compile_config", None)
+    return config
+
+
+@keras.utils.register_keras_serializable(package="kcompress")
+class Distiller(keras.Model):
+    """Trains ``student`` on hard labels and on a frozen ``teacher``'s temperature-softened outputs.
+
+    ``loss = alpha * student_loss(y, s) + (1 - alpha) * T^2 * KL(softmax(t / T) || softmax(s / T))``
+    (plus the student's regularization losses), with ``s`` and ``t`` the student's and
+    teacher's logits. Every term is computed per example, multiplied by the sample
+    weight, summed and divided by the global batch size (Keras's
+    ``SUM_OVER_BATCH_SIZE`` convention), so results are the same on one device and
+    under ``tf.distribute.MirroredStrategy``.
+
+    The teacher is frozen (its ``trainable`` is set to ``False``) and called with
+    ``training=False`` once per batch; only the student's variables are updated.
+    ``call`` runs the student, so ``predict`` and ``evaluate`` work, and
+    :meth:`save` writes the student (the model you deploy); save the whole
+    distiller with ``keras.models.save_model(distiller, path)``. A pruned student
+    (TFMOT ``PruneLowMagnitude`` layers, ``kcompress.pruning.prune``) or a QAT student
+    (``quantize_model``) trains with one ``fit``: pruning callbacks find its layers
+    through :attr:`layers`.
+
+    Logged metrics, averaged over the epoch: ``loss`` (the total above),
+    ``student_loss``, ``distillation_loss`` (``T^2 * KL``, before the ``1 - alpha``
+    weight) and the compiled ``metrics`` on the student's logits; ``val_`` ones too.
+
+    Args:
+        student: a tf_keras model with one logits output (no softmax).
+        teacher: a trained tf_keras model with the same input and output shapes. If its
+            last layer applies softmax, log-probabilities are used as its logits (a
+            warning is logged); they give the same softened distribution.
+        **kwargs: passed to ``keras.Model`` (e.g. ``name``).
+
+    Raises:
+        TypeError: a model that is not a tf_keras model.
+        ValueError: the same object as both models, output or input shapes that differ,
+            more than one output, or a student that ends with softmax.
+
+    Example:
+        >>> teacher = kc.models.get("lenet5")  # trained
+        >>> d = kc.distillation.Distiller(student=kc.models.get("lenet5_student"), teacher=teacher)
+        >>> d.compile(optimizer="adam", metrics=["accuracy"], alpha=0.1, temperature=6)
+        >>> d.fit(ds.x_train, ds.y_train, epochs=10, validation_split=0.1)
+        >>> d.student.save("student.keras")  # or d.save("student.keras")
+    """
+
+    def __init__(self, student, teacher, **kwargs):
+        check_model(student, "student")
+        check_model(teacher, "teacher")
+        _check_pair(student, teacher)
+        if ends_with_softmax(student):
+            raise ValueError(
+                f"student {student.name!r} ends with a softmax, but distillation needs logits: build it "
+                "without the final softmax (kcompress.models.get(...) models output logits) and use "
+                "keras.layers.Softmax or tf.nn.softmax only at inference."
+            )
+        super().__init__(**kwargs)
+        self._teacher_gives_probabilities = ends_with_softmax(teacher)
+        if self._teacher_gives_probabilities:
+            logging.warning(
+                "teacher %r ends with a softmax; its log-probabilities are used as logits (same softened "
+                "targets, but probabilities that underflowed to 0 are floored at %g).",
+                teacher.name, _PROBABILITY_FLOOR,
+            )
+        if teacher.count_params() < student.count_params():
+            logging.warning(
+                "teacher %r has fewer parameters (%d) than student %r (%d); teacher and student may be swapped "
+                "(Distiller(student=..., teacher=...)).",
+                teacher.name, teacher.count_params(), student.name, student.count_params(),
+            )
+        teacher.trainable = False
+        self.student = student
+        self.teacher = teacher
+        self.alpha = 0.1
+        self.temperature = 3.0
+        self._student_loss_fn = keras.losses.SparseCategoricalCrossentropy(
+            from_logits=True, reduction=keras.losses.Reduction.NONE
+        )
+        self._distillation_loss_fn = None
+        self._compile_args: dict = {}
+        self.loss_tracker = keras.metrics.Mean(name="loss")
+        self.student_loss_tracker = keras.metrics.Mean(name="student_loss")
+        self.distillation_loss_tracker = keras.metrics.Mean(name="distillation_loss")
+        # Built when the student is: it holds all the weights, and call() only runs it.
+        self.built = bool(student.built)
+
+    # ------------------------------------------------------------------ compile / config
+
+    def compile(self, optimizer="adam", metrics=None, student_loss_fn=None, distillation_loss_fn=None,
+                alpha: float = 0.1, temperature: float = 3.0, **kwargs):
+        """Configures training.
+
+        Args:
+            optimizer: a Keras optimizer or its name.
+            metrics: metrics computed on the student's logits and the labels, e.g. ``["accuracy"]``.
+            student_loss_fn: hard-label loss; default sparse categorical cross-entropy from
+                logits. A ``keras.losses.Loss`` (its reduction is set to ``NONE`` on a copy),
+                a loss name, or ``fn(y_true, logits)`` returning one value per example.
+            distillation_loss_fn: ``fn(teacher_probs, student_probs)`` on the temperature-
+                softened distributions returning one value per example (e.g.
+                ``keras.losses.KLDivergence()``); the result is multiplied by ``T^2``.
+                Default: the exact KL divergence computed from log-softmax.
+            alpha: weight of the hard-label loss in [0, 1]; the soft loss gets ``1 - alpha``.
+            temperature: softmax temperature ``T > 0``.
+            **kwargs: other ``keras.Model.compile`` arguments (``run_eagerly``,
+                ``steps_per_execution``, ``jit_compile``). ``loss`` is not accepted.
+
+        Raises:
+            ValueError: ``alpha`` outside [0, 1], ``temperature <= 0``, or a ``loss`` argument.
+            TypeError: a loss function that is not callable.
+        """
+        if "loss" in kwargs:
+            raise ValueError(
+                f"Distiller computes its own loss; pass student_loss_fn / distillation_loss_fn instead of "
+                f"loss={kwargs['loss']!r}."
+            )
+        alpha = _check_alpha(alpha)
+        temperature = check_temperature(temperature)
+        student_fn = _per_example_loss(student_loss_fn, "student_loss_fn")
+        distill_fn = _per_example_loss(distillation_loss_fn, "distillation_loss_fn")
+        super().compile(optimizer=optimizer, metrics=metrics, **kwargs)
+        self.alpha, self.temperature = alpha, temperature
+        if student_fn is not None:
+            self._student_loss_fn = student_fn
+        else:
+            self._student_loss_fn = keras.losses.SparseCategoricalCrossentropy(
+                from_logits=True, reduction=keras.losses.Reduction.NONE
+            )
+        self._distillation_loss_fn = distill_fn
+        self._compile_args = dict(
+            optimizer=optimizer, metrics=metrics, student_loss_fn=student_loss_fn,
+            distillation_loss_fn=distillation_loss_fn, alpha=alpha, temperature=temperature,
+            **{k: v for k, v in kwargs.items() if k in ("run_eagerly", "steps_per_execution", "jit_compile")},
+        )
+
+    def get_compile_config(self):
+        if not self._is_compiled or not self._compile_args:
+            return None
+        config = {}
+        for key, value in self._compile_args.items():
+            if key == "optimizer":
+                value = self.optimizer
+            if key == "metrics" and value is not None:
+                value = [_serialize(m) for m in value]
+            else:
+                value = _serialize(value)
+            config[key] = value
+        return config
+
+    def compile_from_config(self, config):
+        config = dict(config)
+        for key in ("optimizer", "student_loss_fn", "distillation_loss_fn"):
+            if isinstance(config.get(key), dict):
+                config[key] = keras.saving.deserialize_keras_object(config[key])
+        if config.get("metrics") is not None:
+            config["metrics"] = [keras.saving.deserialize_keras_object(m) if isinstance(m, dict) else m
+                                 for m in config["metrics"]]
+        self.compile(**config)
+        if self.student.built and isinstance(self.optimizer, keras.optimizers.Optimizer):
+            # Create the optimizer's slots now so the saved optimizer state can be loaded into them.
+            self.optimizer.build(self._variables_to_train())
+
+    def get_config(self):
+        return {"name": self.name, "student": _serialize_model(self.student), "teacher": _serialize_model(self.teacher)}
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        config = dict(config)
+        for key in ("student", "teacher"):
+            if isinstance(config.get(key), dict):
+                config[key] = keras.saving.deserialize_keras_object(config[key], custom_objects=custom_objects)
+        return cls(**config)
+
+    # ------------------------------------------------------------------ model API
+
+    @property
+    def metrics(self):
+        seen, out = set(), []
+        for m in [*self._trackers(), *super().metrics]:
+            if id(m) not in seen:
+                seen.add(id(m))
+                out.append(m)
+        return out
+
+    @property
+    def layers(self):
+        """``[student]``: what callbacks and reports that walk ``model.layers`` should see.
+
+        Pruning callbacks (``UpdatePruningStep``, ``kcompress.pruning.callbacks()``) and
+        sparsity reports find the student's pruned layers through it; the frozen
+        teacher, which is not trained, stays out (it is :attr:`teacher`).
+        """
+        return [self.student]
+
+    def _trackers(self):
+        return [self.loss_tracker, self.student_loss_tracker, self.distillation_loss_tracker]
+
+    def call(self, inputs, training=None):
+        """Runs the student (so ``predict``, ``evaluate`` and export see the student)."""
+        return self.student(inputs, training=training)
+
+    def save(self, filepath, overwrite=True, save_format=None, **kwargs):
+        """Saves the student, the model you deploy (``keras.Model.save`` arguments).
+
+        To save the whole distiller (student, teacher and compile settings) use
+        ``keras.models.save_model(distiller, "distiller.keras")``.
+        """
+        self.student.save(filepath, overwrite=overwrite, save_format=save_format, **kwargs)
+
+    # ------------------------------------------------------------------ losses
+
+    def _teacher_outputs(self, x):
+        """Teacher logits (and whatever subclasses add), frozen: ``training=False``, no gradient."""
+        return [self._as_teacher_logits(self.teacher(x, training=False))]
+
+    def _as_teacher_logits(self, outputs):
+        if self._teacher_gives_probabilities:
+            outputs = tf.math.log(tf.maximum(outputs, _PROBABILITY_FLOOR))
+        return tf.stop_gradient(outputs)
+
+    def _student_outputs(self, x, training):
+        return [self.student(x, training=training)]
+
+    def _variables_to_train(self):
+        return self.student.trainable_variables
+
+    def _term_weights(self) -> dict:
+        return {"student_loss": self.alpha, "distillation_loss": 1.0 - self.alpha}
+
+    def _loss_terms(self, y, student_outputs, teacher_outputs) -> dict:
+        """Unweighted per-example loss terms, each of shape ``(batch,)``."""
+        s, t = student_outputs[0], teacher_outputs[0]
+        if y is None:
+            raise ValueError("Distiller needs labels: call fit/evaluate with (x, y) or (x, y, sample_weight).")
+        student = _to_per_example(self._student_loss_fn(y, s), "student_loss_fn")
+        if self._distillation_loss_fn is None:
+            distill = soft_target_loss(t, s, self.temperature)
+        else:
+            t_probs = tf.nn.softmax(tf.cast(t, s.dtype) / self.temperature, axis=-1)
+            s_probs = tf.nn.softmax(s / self.temperature, axis=-1)
+            distill = (self.temperature ** 2) * _to_per_example(
+                self._distillation_loss_fn(t_probs, s_probs), "distillation_loss_fn")
+        return {"student_loss": student, "distillation_loss": distill}
+
+    def _weighted_terms(self, y, student_outputs, teacher_outputs, sample_weight) -> dict:
+        terms = self._loss_terms(y, student_outputs, teacher_outputs)
+        dtype = student_outputs[0].dtype
+        if sample_weight is not None:
+            sample_weight = tf.reshape(tf.cast(sample_weight, dtype), [-1])
+            terms = {k: tf.cast(v, dtype) * sample_weight for k, v in terms.items()}
+        weights = self._term_weights()
+        terms["loss"] = tf.add_n([weights[k] * tf.cast(v, dtype) for k, v in terms.items()])
+        return terms
+
+    @staticmethod
+    def _global_batch_size(local_batch_size, dtype):
+        n = tf.cast(local_batch_size, dtype)
+        if tf.distribute.get_strategy().num_replicas_in_sync > 1:
+            context = tf.distribute.get_replica_context()
+            if context is not None:
+                n = context.all_reduce(tf.distribute.ReduceOp.SUM, n)
+        return n
+
+    def _regularization(self, dtype):
+        losses = self.student.losses
+        return tf.cast(tf.add_n(losses), dtype) if losses else None
+
+    def _update_trackers(self, terms, regularization):
+        total = terms["loss"] if regularization is None else terms["loss"] + regularization
+        by_name = {"loss": total, **{k: v for k, v in terms.items() if k != "loss"}}
+        for tracker in self._trackers():
+            tracker.update_state(by_name[tracker.name])
+
+    def _results(self):
+        return {m.name: m.result() for m in self.metrics}
+
+    def train_step(self, data):
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        teacher_outputs = self._teacher_outputs(x)  # once per batch, outside the tape
+        with tf.GradientTape() as tape:
+            student_outputs = self._student_outputs(x, training=True)
+            dtype = student_outputs[0].dtype
+            terms = self._weighted_terms(y, student_outputs, teacher_outputs, sample_weight)
+            n = self._global_batch_size(tf.shape(terms["loss"])[0], dtype)
+            loss = tf.reduce_sum(terms["loss"]) / n
+            regularization = self._regularization(dtype)
+            if regularization is not None:
+                # Gradients are summed over replicas; each contributes its share.
+                loss += regularization / tf.distribute.get_strategy().num_replicas_in_sync
+        self.optimizer.minimize(loss, self._variables_to_train(), tape=tape)
+        self._update_trackers(terms, regularization)
+        self.compiled_metrics.update_state(y, student_outputs[0], sample_weight)
+        return self._results()
+
+    def test_step(self, data):
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        teacher_outputs = self._teacher_outputs(x)
+        student_outputs = self._student_outputs(x, training=False)
+        terms = self._weighted_terms(y, student_outputs, teacher_outputs, sample_weight)
+        self._update_trackers(terms, self._regularization(student_outputs[0].dtype))
+        self.compiled_metrics.update_state(y, student_outputs[0], sample_weight)
+        return self._results()

@@ -1,0 +1,40 @@
+"""Under MirroredStrategy on two logical CPUs the Distiller logs and learns what one device does."""
+
+import numpy as np
+import pytest
+
+import kcompress as kc
+from kcompress._keras import keras, tf
+
+
+def _train(strategy, teacher_weights, ds, sample_weight):
+    with strategy.scope():
+        teacher = kc.models.get("lenet5", seed=0)
+        teacher.set_weights(teacher_weights)
+        student = kc.models.get("tiny_cnn", seed=5)
+        d = kc.distillation.Distiller(student=student, teacher=teacher)
+        d.compile(keras.optimizers.Adam(2e-3), metrics=["accuracy"], alpha=0.3, temperature=4.0)
+    # 301 samples in batches of 64: the last batch (45) splits unevenly over two replicas.
+    history = d.fit(ds.x_train[:301], ds.y_train[:301], sample_weight=sample_weight, batch_size=64, epochs=2,
+                    shuffle=False, validation_data=(ds.x_test[:101], ds.y_test[:101]), verbose=0).history
+    evaluation = d.evaluate(ds.x_test[:101], ds.y_test[:101], batch_size=32, verbose=0, return_dict=True)
+    return history, evaluation, student.get_weights()
+
+
+def test_mirrored_strategy_matches_one_device(mnist_small, trained_lenet):
+    assert len(tf.config.list_logical_devices("CPU")) >= 2
+    weights = np.random.default_rng(0).uniform(0.5, 2.0, 301).astype(np.float32)
+    one, one_eval, one_w = _train(tf.distribute.OneDeviceStrategy("/cpu:0"), trained_lenet.get_weights(),
+                                  mnist_small, weights)
+    mirrored = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    assert mirrored.num_replicas_in_sync == 2
+    two, two_eval, two_w = _train(mirrored, trained_lenet.get_weights(), mnist_small, weights)
+    assert set(one) == set(two) == {
+        "loss", "student_loss", "distillation_loss", "accuracy",
+        "val_loss", "val_student_loss", "val_distillation_loss", "val_accuracy"}
+    for key in one:
+        np.testing.assert_allclose(two[key], one[key], rtol=2e-4, err_msg=key)
+    for key in one_eval:
+        assert two_eval[key] == pytest.approx(one_eval[key], rel=2e-4), key
+    for a, b in zip(one_w, two_w, strict=True):
+        np.testing.assert_allclose(b, a, rtol=1e-3, atol=1e-5)
