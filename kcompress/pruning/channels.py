@@ -111,6 +111,7 @@ def prune_channels(model, ratio: float, criterion: str = "l1", layers=None):
     Args:
         model: a Sequential or Functional tf_keras model (not pruning-wrapped, not nested).
         ratio: fraction of filters/units to remove, in (0, 1); at least one is kept.
+            A dict ``{layer_name: ratio}`` cuts only those layers, each by its own ratio.
         criterion: ``"l1"`` or ``"l2"`` norm of each filter's weights.
         layers: optional names of the layers to cut (default: every eligible layer).
 
@@ -127,8 +128,15 @@ def prune_channels(model, ratio: float, criterion: str = "l1", layers=None):
         0.32
     """
     _check_graph_model(model)
-    if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0.0 < ratio < 1.0:
-        raise ValueError(f"ratio must be a number in (0, 1), got {ratio!r}.")
+    ratios = dict(ratio) if isinstance(ratio, dict) else None
+    for key, value in (ratios or {"ratio": ratio}).items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < value < 1.0:
+            where = "ratio" if ratios is None else f"ratio[{key!r}]"
+            raise ValueError(f"{where} must be a number in (0, 1), got {value!r}.")
+    if ratios is not None:
+        if layers is not None:
+            raise ValueError("pass per-layer ratios as ratio={name: ratio} or layers=[...] with one ratio, not both.")
+        layers = list(ratios)
     if criterion not in CRITERIA:
         raise ValueError(f"criterion must be one of {list(CRITERIA)}, got {criterion!r}.")
     if any(is_pruning_wrapper(layer) for layer in model.layers):
@@ -151,7 +159,8 @@ def prune_channels(model, ratio: float, criterion: str = "l1", layers=None):
                 raise ValueError(f"layers names {layer.name!r}, a {type(layer).__name__}; only Conv2D and Dense filters/units can be removed.")
             continue
         n = layer.kernel.shape[-1]
-        n_keep = max(1, int(round(n * (1.0 - ratio))))
+        layer_ratio = ratios[layer.name] if ratios is not None else ratio
+        n_keep = max(1, int(round(n * (1.0 - layer_ratio))))
         keep = np.sort(np.argsort(-_scores(layer, criterion), kind="stable")[:n_keep])
         plan = _plan(model, layer.name, consumers, outputs, keep)
         if isinstance(plan, str):

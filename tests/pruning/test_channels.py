@@ -95,3 +95,13 @@ class TestBadInput:
     def test_wrapped_model(self, pruned80):
         with pytest.raises(ValueError, match=r"strip\(\) it before prune_channels"):
             kc.pruning.prune_channels(pruned80[0], 0.5)
+
+
+def test_per_layer_ratios(trained_lenet):
+    slim = kc.pruning.prune_channels(trained_lenet, {"fc1": 0.75, "conv2": 0.25})
+    kernels = [tuple(layer.kernel.shape) for layer in slim.layers if hasattr(layer, "kernel")]
+    assert kernels == [(5, 5, 1, 6), (5, 5, 6, 12), (300, 30), (30, 84), (84, 10)]
+    with pytest.raises(ValueError, match=r"ratio\['fc1'\] must be a number in \(0, 1\), got 1.0"):
+        kc.pruning.prune_channels(trained_lenet, {"fc1": 1.0})
+    with pytest.raises(ValueError, match="not both"):
+        kc.pruning.prune_channels(trained_lenet, {"fc1": 0.5}, layers=["fc2"])
