@@ -1,0 +1,27 @@
+"""Pipelines: compose Train, Prune, PruneChannels, Distill, QuantizeAware, Export and Evaluate.
+
+Example:
+    >>> from kcompress.pipeline import Pipeline, Prune, Distill, QuantizeAware, Export, Evaluate
+    >>> result = Pipeline([Prune(0.8), Distill(), QuantizeAware(), Export("int8"), Evaluate()],
+    ...                   name="prune_distill_qat").run(ds, model=baseline)
+"""
+
+from kcompress.pipeline.pipeline import Pipeline, PipelineResult
+from kcompress.pipeline.stages import (
+    STAGES,
+    Distill,
+    Evaluate,
+    Export,
+    Prune,
+    PruneChannels,
+    QuantizeAware,
+    Stage,
+    State,
+    Train,
+    stage_from_config,
+)
+
+__all__ = [
+    "STAGES", "Distill", "Evaluate", "Export", "Pipeline", "PipelineResult", "Prune", "PruneChannels",
+    "QuantizeAware", "Stage", "State", "Train", "stage_from_config",
+]
