@@ -112,7 +112,7 @@ class TestPreserveSparsity:
         assert kc.quantization.kernel_sparsity(trained_lenet) < 0.01
 
     def test_zeros_survive_qat_by_default_and_shrink_the_sparse_flatbuffer(self, pruned, mnist_small):
-        qat = fine_tune(kc.quantization.quantize_aware(pruned), mnist_small, lr=1e-3)  # auto: mostly zeros
+        qat = fine_tune(kc.quantization.quantize_aware(pruned), mnist_small, lr=1e-3, n=2048)  # auto: mostly zeros
         assert isinstance(qat.get_layer("quant_fc1").quantize_config, kc.quantization.SparsityPreservingQuantizeConfig)
         dense = kc.export.to_tflite(qat, "int8", verbose=False)
         sparse = kc.export.to_tflite(qat, "int8", sparse=True, verbose=False)
@@ -125,7 +125,7 @@ class TestPreserveSparsity:
         assert agree["top1_agreement"] >= 0.99 and agree["tflite_accuracy"] >= 0.9, agree
 
     def test_plain_qat_lets_zeros_grow_back(self, pruned, mnist_small):
-        qat = fine_tune(kc.quantization.quantize_aware(pruned, preserve_sparsity=False), mnist_small, lr=1e-3)
+        qat = fine_tune(kc.quantization.quantize_aware(pruned, preserve_sparsity=False), mnist_small, lr=1e-3, n=1024)
         flat = kc.export.to_tflite(qat, "int8", verbose=False)
         assert weight_zero_fraction(flat) < 0.6
 
