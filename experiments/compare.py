@@ -1,0 +1,241 @@
+"""The main job: compare pruning, quantization, distillation and their combinations on one model.
+
+    python experiments/compare.py                      # mnist, lenet5, into runs/compare
+
+Trains the baseline once, then runs every variant as a kcompress pipeline that
+starts from it (the baseline is also the distillation teacher). Each finished
+variant is stored in <output_dir>/variants/<name>.json with its flatbuffers, so a
+re-run with the same output dir and flags skips it (an interrupted run loses
+nothing). At the end all flatbuffers are timed against each other in one
+process, and results.json, results.csv, report.md, pareto.png and flags.json are
+written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import sys
+import time
+
+from absl import app, flags, logging
+
+import kcompress as kc
+from kcompress.pipeline import Distill, Evaluate, Export, Pipeline, Prune, PruneChannels, QuantizeAware, Train
+
+FLAGS = flags.FLAGS
+_FLAG_NAMES: list[str] = []
+# Flags that do not change results, so they do not invalidate finished variants.
+_NEUTRAL = {"output_dir", "variants", "latency_rounds", "data_dir"}
+
+
+def define_flags():
+    """Defines this script's flags (a function so tests can import and reuse them)."""
+    before = set(FLAGS)
+    flags.DEFINE_enum("dataset", "mnist", sorted(kc.data.DATASETS), "Dataset.")
+    flags.DEFINE_enum("model", "lenet5", sorted(kc.models.MODELS), "Baseline (and teacher) model.")
+    flags.DEFINE_enum("student", "lenet5_student", sorted(kc.models.MODELS), "Small student model.")
+    flags.DEFINE_integer("epochs", 10, "Training epochs of the baseline and of students.", lower_bound=1)
+    flags.DEFINE_integer("finetune_epochs", 8, "Fine-tuning epochs after pruning.", lower_bound=1)
+    flags.DEFINE_integer("qat_epochs", 2, "Quantization-aware fine-tuning epochs.", lower_bound=1)
+    flags.DEFINE_integer("batch_size", 256, "Batch size.", lower_bound=1)
+    flags.DEFINE_float("learning_rate", 1e-3, "Adam learning rate (training and pruning fine-tunes).")
+    flags.DEFINE_float("qat_learning_rate", 1e-4, "Adam learning rate of QAT fine-tuning.")
+    flags.DEFINE_float("sparsity", 0.8, "Target sparsity of unstructured pruning.")
+    flags.DEFINE_float("channel_ratio", 0.5, "Fraction of filters/units removed by channel pruning.")
+    flags.DEFINE_float("temperature", 4.0, "Distillation temperature.")
+    flags.DEFINE_float("alpha", 0.1, "Distillation weight of the hard-label loss.")
+    flags.DEFINE_integer("seed", 0, "Seed.", lower_bound=0)
+    flags.DEFINE_string("output_dir", "runs/compare", "Folder for results and artefacts (re-use to resume).")
+    flags.DEFINE_string("data_dir", None, "Folder with <dataset>.npz (else $KCOMPRESS_DATA_DIR, then tfds).")
+    flags.DEFINE_integer("max_train", None, "Use only the first N training samples (quick runs).")
+    flags.DEFINE_integer("max_test", None, "Evaluate on the first N test samples only (quick runs).")
+    flags.DEFINE_integer("latency_runs", 200, "Timed single-sample inferences per flatbuffer in evaluate.")
+    flags.DEFINE_integer("latency_rounds", 20, "Interleaved rounds of the final same-process latency comparison.")
+    flags.DEFINE_list("variants", None, "Run only these variants (default: all).")
+    _FLAG_NAMES[:] = sorted(set(FLAGS) - before)
+
+
+def variants(args: dict) -> dict[str, tuple[str, Pipeline]]:
+    """name -> (starting model: "baseline" or "student", pipeline)."""
+    e, b, lr = args["finetune_epochs"], args["batch_size"], args["learning_rate"]
+    t, a = args["temperature"], args["alpha"]
+    qat = dict(epochs=args["qat_epochs"], batch_size=b, learning_rate=args["qat_learning_rate"])
+    prune = dict(epochs=e, batch_size=b, learning_rate=lr)
+    sp, cr = args["sparsity"], args["channel_ratio"]
+    ev = Evaluate(latency_runs=args["latency_runs"])
+    pct = f"{round(100 * sp)}"
+    spec = {
+        f"prune_{pct}": ("baseline", [Prune(sp, **prune), Export("float32", sparse=True), ev]),
+        f"prune_50_{pct}": ("baseline", [Prune(sp, initial_sparsity=0.5, schedule_epochs=max(1, e * 3 // 8), **prune),
+                                          Export("float32", sparse=True), ev]),
+        f"channels_{round(100 * cr)}": ("baseline", [PruneChannels(cr, **prune), Export("float32"), ev]),
+        "qat_int8": ("baseline", [QuantizeAware(**qat), Export("int8"), ev]),
+        "student_scratch": ("student", [Train(args["epochs"], b, lr, teacher=False), Export("float32"), ev]),
+        "student_distilled": ("student", [Distill(t, a, epochs=args["epochs"], learning_rate=lr, batch_size=b),
+                                          Export("float32"), Export("int8"), ev]),
+        f"prune{pct}_qat_int8": ("baseline", [Prune(sp, **prune), QuantizeAware(**qat), Export("int8"),
+                                              Export("int8", sparse=True), ev]),
+        f"prune{pct}_distill_qat_int8": ("baseline", [Prune(sp, **prune), Distill(t, a, batch_size=b),
+                                                      QuantizeAware(**qat), Export("int8"), ev]),
+        f"channels{round(100 * cr)}_distill_int8": ("baseline", [PruneChannels(cr, **prune), Distill(t, a, batch_size=b),
+                                                                 Export("int8"), ev]),
+        f"channels{round(100 * cr)}_distill_qat_int8": ("baseline", [PruneChannels(cr, **prune), Distill(t, a, batch_size=b),
+                                                                     QuantizeAware(**qat), Distill(t, a, batch_size=b),
+                                                                     Export("int8"), ev]),
+    }
+    return {name: (start, Pipeline(stages, name=name)) for name, (start, stages) in spec.items()}
+
+
+def _fingerprint(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _load_done(path, fingerprint):
+    if not os.path.isfile(path):
+        return None
+    try:
+        with open(path, encoding="utf-8") as f:
+            done = json.load(f)
+    except (OSError, ValueError):
+        logging.warning("Ignoring unreadable %s; the variant runs again.", path)
+        return None
+    if done.get("fingerprint") != fingerprint:
+        logging.info("%s was made with other settings; the variant runs again.", path)
+        return None
+    return done
+
+
+def run(args: dict) -> list[dict]:
+    """Runs (or resumes) every variant, then writes the report; returns the records."""
+    out = args["output_dir"]
+    os.makedirs(os.path.join(out, "variants"), exist_ok=True)
+    kc.keras.utils.set_random_seed(args["seed"])
+    ds = kc.data.load(args["dataset"], data_dir=args["data_dir"])
+    if args["max_train"] or args["max_test"]:
+        ds = ds.take(train=args["max_train"], test=args["max_test"])
+    settings = {k: v for k, v in args.items() if k not in _NEUTRAL}
+    all_variants = variants(args)
+    chosen = args["variants"] or list(all_variants)
+    unknown = [v for v in chosen if v not in all_variants]
+    if unknown:
+        raise ValueError(f"--variants names {unknown}, not among {list(all_variants)}.")
+    plan = ["baseline", *chosen]
+    t_start = time.perf_counter()
+
+    # The baseline: trained once, saved, and the teacher and starting point of every pipeline.
+    baseline_path = os.path.join(out, "baseline.keras")
+    base_pipeline = Pipeline([Train(args["epochs"], args["batch_size"], args["learning_rate"]),
+                              Export("float32"), Export("dynamic"), Export("float16"), Export("int8"),
+                              Evaluate(keras=True, latency_runs=args["latency_runs"])], name="baseline")
+    done = {}
+    for i, name in enumerate(plan, start=1):
+        start, pipeline = ("none", base_pipeline) if name == "baseline" else all_variants[name]
+        fingerprint = _fingerprint({"settings": settings, "pipeline": pipeline.get_config(), "start": start})
+        path = os.path.join(out, "variants", f"{name}.json")
+        previous = _load_done(path, fingerprint)
+        if previous is not None and (name != "baseline" or os.path.isfile(baseline_path)):
+            logging.info("[%d/%d] %s: finished earlier, re-using %s", i, len(plan), name, path)
+            done[name] = previous
+            continue
+        elapsed = time.perf_counter() - t_start
+        logging.info("[%d/%d] %s (%s) — %.0f s elapsed", i, len(plan), name, pipeline, elapsed)
+        print(f"==> [{i}/{len(plan)}] {name}: {pipeline} ({elapsed:.0f} s elapsed)", flush=True)
+        kc.keras.utils.set_random_seed(args["seed"])
+        t0 = time.perf_counter()
+        if name == "baseline":
+            model = kc.models.get(args["model"], ds.input_shape, ds.num_classes, seed=args["seed"])
+            result = pipeline.run(ds, model=model, output_dir=out)
+            result.model.save(baseline_path + ".tmp.keras")
+            os.replace(baseline_path + ".tmp.keras", baseline_path)
+        else:
+            baseline = kc.keras.models.load_model(baseline_path, compile=False)
+            model = (baseline if start == "baseline"
+                     else kc.models.get(args["student"], ds.input_shape, ds.num_classes, seed=args["seed"]))
+            result = pipeline.run(ds, model=model, teacher=baseline, output_dir=out)
+        record = {"fingerprint": fingerprint, "pipeline": pipeline.get_config(), "start": start,
+                  "seconds": time.perf_counter() - t0, "records": result.records, "log": result.log}
+        kc.export.write_atomic(path, json.dumps(record, indent=2, default=str) + "\n")
+        done[name] = record
+
+    records = _finish(out, ds, done, plan, args)
+    logging.info("All %d variants done in %.0f s.", len(plan), time.perf_counter() - t_start)
+    return records
+
+
+def _finish(out, ds, done, plan, args) -> list[dict]:
+    """Same-process latency comparison, ratios, tables, plots."""
+    records = [dict(r) for name in plan for r in done[name]["records"]]
+    ref = next(r for r in records if r["variant"] == "baseline" and r["flatbuffer"] == "float32")
+    base_acc = next(r for r in records if r["variant"] == "baseline" and r["flatbuffer"] == "keras")["accuracy"]
+    flatbuffers = {}
+    for r in records:
+        if r["flatbuffer"] != "keras":
+            with open(os.path.join(out, f"{r['variant']}_{r['flatbuffer']}.tflite"), "rb") as f:
+                flatbuffers[(r["variant"], r["flatbuffer"])] = f.read()
+    keys = list(flatbuffers)
+    timing = kc.evaluation.compare_latency({f"{v}/{f}": flatbuffers[(v, f)] for v, f in keys}, ds.x_test[:1],
+                                           reference="baseline/float32", rounds=args["latency_rounds"])
+    for r in records:
+        key = f"{r['variant']}/{r['flatbuffer']}"
+        if key in timing:
+            r["latency_ms"] = timing[key]["latency_ms"]
+            r["latency_ratio"] = timing[key]["latency_ratio"]
+        r["compression"] = ref["size_bytes"] / r["size_bytes"]
+        r["gzip_compression"] = ref["size_bytes"] / r["gzip_bytes"]
+        r["accuracy_delta"] = 100.0 * (r["accuracy"] - base_acc)
+        r["label"] = key
+    resolved = dict(args, machine=f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
+                    tensorflow=kc._keras.tf.__version__, command=" ".join([os.path.basename(sys.argv[0]), *sys.argv[1:]]))
+    kc.export.write_atomic(os.path.join(out, "flags.json"), json.dumps(resolved, indent=2) + "\n")
+    shipped = [r for r in records if r["flatbuffer"] != "keras"]
+    kc.reporting.plot_pareto(shipped, os.path.join(out, "pareto.png"), label="label",
+                             title=f"{args['model']} on {args['dataset']}: accuracy vs flatbuffer size")
+    int8 = [r for r in shipped if r["flatbuffer"].startswith("int8")]
+    best = max((r for r in int8 if r["accuracy"] >= base_acc - 0.002), key=lambda r: r["compression"], default=None)
+    columns = ("variant", "flatbuffer", "accuracy", "accuracy_delta", "nonzero_params", "size_bytes", "gzip_bytes",
+               "compression", "gzip_compression", "macs", "latency_ms", "latency_ratio")
+    stage_lines = []
+    for name in plan:
+        entry = done[name]
+        steps = " → ".join(f"{s['stage']} ({s['seconds']:.0f} s)" for s in entry["log"])
+        stage_lines.append(f"- **{name}** ({entry['seconds']:.0f} s): {steps}")
+    notes = "\n".join([
+        f"Baseline: {args['model']} trained {args['epochs']} epochs (Adam {args['learning_rate']}, batch "
+        f"{args['batch_size']}, best validation epoch). Every other row starts from it (students from scratch) and "
+        f"uses it as the distillation teacher (T={args['temperature']}, alpha={args['alpha']}). Accuracy: the "
+        "flatbuffer in the LiteRT interpreter over the test set (`keras` rows: the Keras model). Size ratio: "
+        "baseline float32 flatbuffer bytes / these bytes (gzip ratio: / zlib-9 bytes). Latency: median "
+        "single-sample, single-thread LiteRT invocation, all flatbuffers timed interleaved in one process "
+        f"({args['latency_rounds']} rounds); ratio against the baseline float32 flatbuffer.",
+        "",
+        (f"Best int8 flatbuffer within 0.2 points of the baseline: **{best['label']}**, {100 * best['accuracy']:.2f}% "
+         f"at {best['size_bytes']:,} bytes, {best['compression']:.1f}x smaller than float32."
+         if best else "No int8 flatbuffer is within 0.2 points of the baseline."),
+        "",
+        "![accuracy vs size](pareto.png)",
+        "",
+        "Stages:",
+        *stage_lines,
+        "",
+        f"Machine: {resolved['machine']}, TensorFlow {resolved['tensorflow']}.",
+    ])
+    kc.reporting.write_results(out, records, resolved, title=f"Compression comparison: {args['model']} on {args['dataset']}",
+                               notes=notes, columns=columns)
+    return records
+
+
+def main(argv):
+    del argv
+    args = {name: FLAGS[name].value for name in _FLAG_NAMES}
+    records = run(args)
+    print(kc.reporting.to_markdown(records, ("variant", "flatbuffer", "accuracy", "accuracy_delta", "size_bytes",
+                                             "gzip_bytes", "compression", "latency_ms", "latency_ratio")))
+    print(f"Wrote {args['output_dir']}/results.json, results.csv, report.md, pareto.png and the flatbuffers.")
+
+
+if __name__ == "__main__":
+    define_flags()
+    app.run(main)
