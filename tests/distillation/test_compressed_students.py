@@ -17,7 +17,7 @@ def test_prune_then_distill_in_one_fit(mnist_small, fresh_copy):
     student = kc.pruning.prune(fresh_copy(), kc.pruning.ConstantSparsity(0.8, begin_step=0, frequency=20))
     d = kc.distillation.Distiller(student=student, teacher=teacher)
     d.compile(keras.optimizers.Adam(1e-3), metrics=["accuracy"], alpha=0.1, temperature=4.0)
-    history = d.fit(mnist_small.x_train, mnist_small.y_train, epochs=2, batch_size=64, verbose=0,
+    history = d.fit(mnist_small.x_train[:2000], mnist_small.y_train[:2000], epochs=2, batch_size=64, verbose=0,
                     callbacks=kc.pruning.callbacks(per_layer=False)).history
     # The callbacks found the student's pruned layers through the Distiller.
     assert history["sparsity"][-1] == pytest.approx(0.8, abs=0.01)
@@ -40,13 +40,13 @@ def test_qat_then_distill_in_one_fit(mnist_small, fresh_copy):
     kc.keras.utils.set_random_seed(0)
     float_student = kc.models.get("tiny_cnn", seed=0)
     kc.models.compile_classifier(float_student, 3e-3)
-    float_student.fit(mnist_small.x_train, mnist_small.y_train, epochs=1, batch_size=64, verbose=0)
+    float_student.fit(mnist_small.x_train, mnist_small.y_train, epochs=2, batch_size=128, verbose=0)
     qat = kc.quantization.quantize_aware(float_student)
     d = kc.distillation.Distiller(student=qat, teacher=fresh_copy())
     d.compile(keras.optimizers.Adam(1e-3), metrics=["accuracy"], alpha=0.1, temperature=4.0)
-    history = d.fit(mnist_small.x_train, mnist_small.y_train, epochs=2, batch_size=64, verbose=0).history
+    history = d.fit(mnist_small.x_train[:2000], mnist_small.y_train[:2000], epochs=2, batch_size=64, verbose=0).history
     assert history["loss"][-1] < history["loss"][0]
     flat = kc.export.to_tflite(d.student, "int8")
-    result = kc.evaluation.evaluate(flat, mnist_small, latency_runs=5)
+    result = kc.evaluation.evaluate(flat, mnist_small, max_samples=500, latency_runs=5)
     assert result["accuracy"] > 0.9
     assert result["size_bytes"] < 10_000

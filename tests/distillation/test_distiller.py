@@ -105,7 +105,7 @@ def test_distills_real_mnist_teacher_frozen_and_logs_consistent(mnist_small, fre
     student = kc.models.get("tiny_cnn", seed=0)
     d = Distiller(student=student, teacher=teacher)
     d.compile(keras.optimizers.Adam(3e-3), metrics=["accuracy"], alpha=0.1, temperature=4.0)
-    history = kc.models.fit(d, mnist_small, epochs=3, batch_size=64, verbose=0, restore_best=True).history
+    history = kc.models.fit(d, mnist_small, epochs=2, batch_size=64, verbose=0, restore_best=True).history
     assert not teacher.trainable and len(d.trainable_weights) == len(student.trainable_weights)
     for b, a in zip(before, teacher.get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)

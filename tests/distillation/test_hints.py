@@ -14,14 +14,14 @@ def test_hint_distiller_learns_the_teacher_features(mnist_small, fresh_copy, tmp
     assert isinstance(d.regressor, keras.layers.Conv2D) and d.regressor.kernel.shape == (1, 1, 8, 16)
     assert d.layers == [student]
     d.compile(keras.optimizers.Adam(3e-3), metrics=["accuracy"], alpha=0.1, temperature=4.0, hint_weight=0.5)
-    history = d.fit(mnist_small.x_train, mnist_small.y_train, epochs=2, batch_size=64, verbose=0,
+    history = d.fit(mnist_small.x_train[:2000], mnist_small.y_train[:2000], epochs=2, batch_size=64, verbose=0,
                     validation_split=0.1).history
     assert history["hint_loss"][-1] < history["hint_loss"][0]
     total = 0.1 * np.array(history["val_student_loss"]) + 0.9 * np.array(history["val_distillation_loss"]) \
         + 0.5 * np.array(history["val_hint_loss"])
     np.testing.assert_allclose(history["val_loss"], total, rtol=1e-5)
     accuracy = np.mean(np.argmax(d.predict(mnist_small.x_test, verbose=0), -1) == mnist_small.y_test)
-    assert accuracy > 0.85 and student.count_params() == 2922
+    assert accuracy > 0.8 and student.count_params() == 2922
     # The regressor trains too; the teacher does not.
     for a, b in zip(teacher.get_weights(), fresh_copy().get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)

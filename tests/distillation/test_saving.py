@@ -61,7 +61,7 @@ def test_pruned_student_distiller_saves_and_loads(mnist_small, fresh_copy, tmp_p
     student = kc.pruning.prune(kc.models.get("tiny_cnn"), kc.pruning.ConstantSparsity(0.5, begin_step=0))
     d = kc.distillation.Distiller(student=student, teacher=fresh_copy())
     d.compile(alpha=0.5, temperature=2.0)
-    d.fit(mnist_small.x_train[:128], mnist_small.y_train[:128], epochs=1, batch_size=64, verbose=0,
+    d.fit(mnist_small.x_train[:64], mnist_small.y_train[:64], epochs=1, batch_size=64, verbose=0,
           callbacks=kc.pruning.callbacks())
     keras.models.save_model(d, tmp_path / "d.keras")
     loaded = keras.models.load_model(tmp_path / "d.keras")

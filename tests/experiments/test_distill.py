@@ -1,0 +1,63 @@
+import importlib.util
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+SCRIPT = pathlib.Path(__file__).resolve().parents[2] / "experiments" / "distill.py"
+
+
+def _module():
+    spec = importlib.util.spec_from_file_location("distill_experiment", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_distill_script_writes_every_output(tmp_path):
+    out = tmp_path / "run"
+    cmd = [sys.executable, str(SCRIPT), "--teacher_epochs=1", "--student=tiny_cnn", "--epochs=1", "--batch_size=64",
+           "--learning_rate=0.003", "--temperatures=1,4", "--alphas=0.1,0.5", "--alpha_temperature=4", "--seeds=0,1",
+           "--prune_seeds=0", "--prune_epochs=1", "--max_train=1000", "--max_test=200", "--latency_runs=3",
+           f"--output_dir={out}"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=dict(os.environ))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert {"results.json", "results.csv", "report.md", "flags.json"} <= set(os.listdir(out))
+    payload = json.loads((out / "results.json").read_text())
+    by_role = {}
+    for r in payload["records"]:
+        by_role.setdefault(r["role"], []).append(r)
+    assert len(by_role["teacher"]) == 1 and by_role["teacher"][0]["params"] == 61_706
+    assert len(by_role["alpha_selection"]) == 2
+    assert [r["seed"] for r in by_role["scratch"]] == [0, 1]
+    assert sorted((r["temperature"], r["seed"]) for r in by_role["distilled"]) == [(1, 0), (1, 1), (4, 0), (4, 1)]
+    chosen = payload["flags"]["chosen_alpha"]
+    best_val = max(by_role["alpha_selection"], key=lambda r: r["val_accuracy"])
+    assert chosen == best_val["alpha"] and all(r["alpha"] == chosen for r in by_role["distilled"])
+    scratch = by_role["scratch_mean"][0]
+    assert scratch["params"] == 2922 and 0.5 < scratch["accuracy"] <= 1.0 and scratch["num_seeds"] == 2
+    assert scratch["accuracy"] == sum(r["accuracy"] for r in by_role["scratch"]) / 2
+    assert sum(bool(r.get("best_by_validation")) for r in by_role["distilled_mean"]) == 1
+    for role in ("prune_fine-tune", "prune_distill"):
+        (row,) = by_role[role]
+        assert abs(row["sparsity"] - 0.8) < 0.01 and row["nonzero_params"] < 0.3 * row["params"]
+    assert payload["flags"]["epochs"] == 1 and payload["flags"]["student"] == "tiny_cnn"
+    report = (out / "report.md").read_text()
+    assert "## Temperature sweep" in report and "| distilled T=4 |" in report
+    assert "prune 80% + distill (T=" in report and "Best distilled student" in report
+    assert "| scratch |" in proc.stdout
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(temperatures=["1", "-2"]), "temperatures must be a non-empty list of finite positive numbers"),
+    (dict(alphas=["1.5"]), r"alphas must lie in \[0, 1\], got \[1.5\]"),
+    (dict(seeds=[]), "seeds must name at least one seed"),
+    (dict(hint="conv2"), "hint must be 'student_layer:teacher_layer', got 'conv2'"),
+    (dict(validation_split=0.0), "validation_split must be > 0"),
+])
+def test_distill_run_rejects_bad_arguments(tmp_path, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        _module().run(str(tmp_path), **kwargs)
