@@ -29,6 +29,9 @@ FLAGS = flags.FLAGS
 _FLAG_NAMES: list[str] = []
 # Flags that do not change results, so they do not invalidate finished variants.
 _NEUTRAL = {"output_dir", "variants", "latency_rounds", "data_dir"}
+# The flags the baseline depends on: changing others re-runs variants, not the baseline.
+_BASELINE = ("dataset", "model", "epochs", "batch_size", "learning_rate", "seed", "max_train", "max_test",
+             "latency_runs")
 
 
 def define_flags():
@@ -133,7 +136,11 @@ def run(args: dict) -> list[dict]:
     done = {}
     for i, name in enumerate(plan, start=1):
         start, pipeline = ("none", base_pipeline) if name == "baseline" else all_variants[name]
-        fingerprint = _fingerprint({"settings": settings, "pipeline": pipeline.get_config(), "start": start})
+        if name == "baseline":
+            fingerprint = _fingerprint({k: settings[k] for k in _BASELINE} | {"pipeline": pipeline.get_config()})
+        else:
+            fingerprint = _fingerprint({"settings": settings, "pipeline": pipeline.get_config(), "start": start,
+                                        "baseline": done["baseline"]["fingerprint"]})
         path = os.path.join(out, "variants", f"{name}.json")
         previous = _load_done(path, fingerprint)
         if previous is not None and (name != "baseline" or os.path.isfile(baseline_path)):

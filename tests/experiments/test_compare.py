@@ -1,0 +1,68 @@
+import importlib.util
+import json
+import os
+import pathlib
+
+import pytest
+
+SCRIPT = pathlib.Path(__file__).resolve().parents[2] / "experiments" / "compare.py"
+
+
+@pytest.fixture(scope="module")
+def compare():
+    spec = importlib.util.spec_from_file_location("compare_experiment", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _args(out, **overrides):
+    args = dict(dataset="mnist", model="lenet5", student="lenet5_student", epochs=1, finetune_epochs=1, qat_epochs=1,
+                batch_size=128, learning_rate=1e-3, qat_learning_rate=1e-4, sparsity=0.8, channel_ratio=0.5,
+                temperature=4.0, alpha=0.1, seed=0, output_dir=str(out), data_dir=None, max_train=1500,
+                max_test=200, latency_runs=5, latency_rounds=2,
+                variants=["prune80_distill_qat_int8", "channels50_distill_int8"])
+    args.update(overrides)
+    return args
+
+
+def test_runs_resumes_and_reruns_only_what_is_missing(compare, tmp_path, monkeypatch):
+    out = tmp_path / "cmp"
+    records = compare.run(_args(out))
+    labels = {(r["variant"], r["flatbuffer"]) for r in records}
+    assert {("baseline", "keras"), ("baseline", "float32"), ("baseline", "int8"),
+            ("prune80_distill_qat_int8", "int8"), ("channels50_distill_int8", "int8")} <= labels
+    for name in ("results.json", "results.csv", "report.md", "pareto.png", "flags.json", "baseline.keras",
+                 "channels50_distill_int8_int8.tflite", "variants/baseline.json"):
+        assert (out / name).exists(), name
+    by = {(r["variant"], r["flatbuffer"]): r for r in json.loads((out / "results.json").read_text())["records"]}
+    assert by[("baseline", "float32")]["latency_ratio"] == 1.0
+    assert by[("channels50_distill_int8", "int8")]["compression"] > 8
+    assert by[("prune80_distill_qat_int8", "int8")]["nonzero_params"] < 0.22 * by[("baseline", "int8")]["params"]
+    assert "![accuracy vs size](pareto.png)" in (out / "report.md").read_text()
+
+    ran = []
+    original = compare.Pipeline.run
+
+    def spy(self, *a, **k):
+        ran.append(self.name)
+        return original(self, *a, **k)
+
+    monkeypatch.setattr(compare.Pipeline, "run", spy)
+    compare.run(_args(out))  # everything re-used
+    assert ran == []
+
+    # An interrupted run: one variant never wrote its completion file, another's is cut short.
+    os.remove(out / "variants" / "channels50_distill_int8.json")
+    (out / "variants" / "prune80_distill_qat_int8.json").write_text('{"fingerprint": "abc", "reco')
+    compare.run(_args(out))
+    assert sorted(ran) == ["channels50_distill_int8", "prune80_distill_qat_int8"]
+
+    ran.clear()
+    compare.run(_args(out, temperature=2.0, variants=["channels50_distill_int8"]))  # other settings: re-run
+    assert ran == ["channels50_distill_int8"]  # the baseline does not depend on the temperature
+
+
+def test_unknown_variant(compare, tmp_path):
+    with pytest.raises(ValueError, match=r"--variants names \['everything'\], not among"):
+        compare.run(_args(tmp_path, variants=["everything"]))
