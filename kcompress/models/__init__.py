@@ -5,6 +5,7 @@ from kcompress.models.zoo import (
     get,
     lenet5,
     lenet5_student,
+    lenet5_tiny,
     lenet300_100,
     mlp_small,
     resnet20,
@@ -13,4 +14,4 @@ from kcompress.models.zoo import (
 )
 from kcompress.models.training import RestoreBest, compile_classifier, fit, progress_verbosity, get_strategy
 
-__all__ = ["RestoreBest", "compile_classifier", "fit", "progress_verbosity", "get_strategy", "MODELS", "get", "lenet5", "lenet5_student", "lenet300_100", "mlp_small", "resnet20", "tiny_cnn", "vgg_small"]
+__all__ = ["RestoreBest", "compile_classifier", "fit", "progress_verbosity", "get_strategy", "MODELS", "get", "lenet5", "lenet5_student", "lenet5_tiny", "lenet300_100", "mlp_small", "resnet20", "tiny_cnn", "vgg_small"]
