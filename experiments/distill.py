@@ -44,13 +44,13 @@ def define_flags():
     flags.DEFINE_enum("teacher", "lenet5", sorted(kc.models.MODELS), "Zoo model of the teacher.")
     flags.DEFINE_string("teacher_model", None, "A trained teacher .keras file to load instead of training one.")
     flags.DEFINE_integer("teacher_epochs", 10, "Teacher training epochs (baseline protocol).", lower_bound=1)
-    flags.DEFINE_enum("student", "tiny_cnn", sorted(kc.models.MODELS), "Zoo model of the student.")
+    flags.DEFINE_enum("student", "lenet5_tiny", sorted(kc.models.MODELS), "Zoo model of the student.")
     flags.DEFINE_integer("epochs", 20, "Training epochs of every student (scratch and distilled alike).", lower_bound=1)
     flags.DEFINE_integer("batch_size", 256, "Batch size.", lower_bound=1)
     flags.DEFINE_float("learning_rate", 1e-3, "Adam learning rate of teacher and students.", lower_bound=0.0)
     flags.DEFINE_list("temperatures", ["1", "2", "4", "6", "8", "10"], "Distillation temperatures to sweep.")
     flags.DEFINE_list("alphas", ["0.1", "0.5"], "Candidate hard-label weights; chosen on the validation split.")
-    flags.DEFINE_float("alpha_temperature", 2.0, "Temperature at which alpha is chosen.", lower_bound=0.0)
+    flags.DEFINE_float("alpha_temperature", 4.0, "Temperature at which alpha is chosen.", lower_bound=0.0)
     flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds of the students (weights and data order).")
     flags.DEFINE_float("validation_split", 0.1, "Fraction of the training split held out for model selection.")
     flags.DEFINE_float("prune_sparsity", 0.8, "Target sparsity of prune + fine-tune / prune + distill (0 skips).")
@@ -221,8 +221,8 @@ def _prune_table(rows, seeds):
 
 
 def run(output_dir: str, dataset="mnist", teacher="lenet5", teacher_model=None, teacher_epochs=10,
-        student="tiny_cnn", epochs=20, batch_size=256, learning_rate=1e-3, temperatures=(1, 2, 4, 6, 8, 10),
-        alphas=(0.1, 0.5), alpha_temperature=2.0, seeds=(0, 1, 2), validation_split=0.1, prune_sparsity=0.8,
+        student="lenet5_tiny", epochs=20, batch_size=256, learning_rate=1e-3, temperatures=(1, 2, 4, 6, 8, 10),
+        alphas=(0.1, 0.5), alpha_temperature=4.0, seeds=(0, 1, 2), validation_split=0.1, prune_sparsity=0.8,
         prune_epochs=4, prune_seeds=(0, 1, 2), prune_alpha=None, prune_temperature=None, hint=None,
         hint_weight=0.1, data_dir=None, max_train=None, max_test=None, latency_runs=200, strategy="default",
         flag_values=None) -> list[dict]:
@@ -259,7 +259,6 @@ def run(output_dir: str, dataset="mnist", teacher="lenet5", teacher_model=None, 
     records = []
 
     teacher_net, info = runner.teacher()
-    teacher_net.trainable = False
     records.append(runner.measure(teacher_net, "teacher", role="teacher", source=teacher_model or teacher, **info))
 
     # Alpha on the validation split, first seed, one temperature.

@@ -151,8 +151,11 @@ class Distiller(keras.Model):
     ``SUM_OVER_BATCH_SIZE`` convention), so results are the same on one device and
     under ``tf.distribute.MirroredStrategy``.
 
-    The teacher is frozen (its ``trainable`` is set to ``False``) and called with
-    ``training=False`` once per batch; only the student's variables are updated.
+    The teacher is frozen: called with ``training=False`` once per batch (so its
+    dropout is off and its BatchNorm statistics stay put) and left out of
+    :attr:`trainable_weights`, so only the student's variables are updated. The
+    teacher model itself is not changed (its ``trainable`` flag included: a copy
+    of it, e.g. for pruning, still trains).
     ``call`` runs the student, so ``predict`` and ``evaluate`` work, and
     :meth:`save` writes the student (the model you deploy); save the whole
     distiller with ``keras.models.save_model(distiller, path)``. A pruned student
@@ -208,7 +211,6 @@ class Distiller(keras.Model):
                 "(Distiller(student=..., teacher=...)).",
                 teacher.name, teacher.count_params(), student.name, student.count_params(),
             )
-        teacher.trainable = False
         self.student = student
         self.teacher = teacher
         self.alpha = 0.1
@@ -321,6 +323,18 @@ class Distiller(keras.Model):
                 seen.add(id(m))
                 out.append(m)
         return out
+
+    @property
+    def trainable_weights(self):
+        """The student's trainable weights (and those of subclasses' helper layers), never the teacher's."""
+        if not self.trainable:
+            return []
+        return self._dedup_weights(list(self._variables_to_train()))
+
+    @property
+    def non_trainable_weights(self):
+        trainable = {id(w) for w in self.trainable_weights}
+        return [w for w in self.weights if id(w) not in trainable]
 
     @property
     def layers(self):
