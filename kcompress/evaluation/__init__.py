@@ -1,4 +1,4 @@
-"""Evaluation: accuracy (Keras and LiteRT), sizes, MACs, latency, Keras/flatbuffer agreement."""
+"""Evaluation: accuracy (Keras and LiteRT), sizes, MACs, latency, Keras/flatbuffer agreement, robustness."""
 
 from kcompress.evaluation.latency import compare_latency
 from kcompress.evaluation.litert import OP_RESOLVERS, make_interpreter, predict
@@ -10,7 +10,8 @@ from kcompress.evaluation.metrics import (
     keras_macs,
     keras_params,
 )
+from kcompress.evaluation.robustness import PERTURBATIONS, perturb, robustness
 
 __all__ = [
-    "KEYS", "OP_RESOLVERS", "agreement", "compare_latency", "evaluate", "gzip_size", "keras_macs", "keras_params", "make_interpreter", "predict",
+    "KEYS", "OP_RESOLVERS", "PERTURBATIONS", "agreement", "compare_latency", "evaluate", "gzip_size", "keras_macs", "keras_params", "make_interpreter", "perturb", "predict", "robustness",
 ]
