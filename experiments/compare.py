@@ -23,7 +23,16 @@ import time
 from absl import app, flags, logging
 
 import kcompress as kc
-from kcompress.pipeline import Distill, Evaluate, Export, Pipeline, Prune, PruneChannels, QuantizeAware, Train
+from kcompress.pipeline import (
+    Distill,
+    Evaluate,
+    Export,
+    Pipeline,
+    Prune,
+    PruneChannels,
+    QuantizeAware,
+    Train,
+)
 
 FLAGS = flags.FLAGS
 _FLAG_NAMES: list[str] = []

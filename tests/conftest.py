@@ -28,6 +28,16 @@ except RuntimeError:  # pragma: no cover - devices already initialised by an ear
 
 
 @pytest.fixture(scope="session")
+def mirrored():
+    """One MirroredStrategy over the two logical CPUs, shared by every test.
+
+    Separate MirroredStrategy objects in one process can hand out the same collective
+    instance keys, so a second strategy's all-reduce may meet the first's tensors.
+    """
+    return tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+
+
+@pytest.fixture(scope="session")
 def mnist():
     """The full real MNIST dataset (from $KCOMPRESS_DATA_DIR)."""
     return kc.data.load("mnist")

@@ -1,5 +1,12 @@
 """Model zoo: ``get(name, input_shape, num_classes)`` returns a logits-output tf_keras model."""
 
+from kcompress.models.training import (
+    RestoreBest,
+    compile_classifier,
+    fit,
+    get_strategy,
+    progress_verbosity,
+)
 from kcompress.models.zoo import (
     MODELS,
     get,
@@ -12,6 +19,5 @@ from kcompress.models.zoo import (
     tiny_cnn,
     vgg_small,
 )
-from kcompress.models.training import RestoreBest, compile_classifier, fit, progress_verbosity, get_strategy
 
 __all__ = ["RestoreBest", "compile_classifier", "fit", "progress_verbosity", "get_strategy", "MODELS", "get", "lenet5", "lenet5_student", "lenet5_tiny", "lenet300_100", "mlp_small", "resnet20", "tiny_cnn", "vgg_small"]

@@ -41,7 +41,7 @@ def _consumers(model) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {layer.name: [] for layer in model.layers}
     if isinstance(model, keras.Sequential):
         names = [layer.name for layer in model.layers]
-        for a, b in zip(names, names[1:]):
+        for a, b in zip(names, names[1:], strict=False):
             out[a].append(b)
         return out
     for entry in model.get_config()["layers"]:

@@ -5,14 +5,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 import numpy as np
+import tensorflow_model_optimization as tfmot
 from absl import logging
 from tensorflow_model_optimization.python.core.sparsity.keras import prunable_layer, prune_registry
 
 from kcompress._keras import check_model, keras
-from kcompress.pruning.schedules import _Schedule
 from kcompress.pruning.wrapper import PruneLowMagnitude, is_pruning_wrapper
-
-import tensorflow_model_optimization as tfmot
 
 _TFMOT_SCHEDULE = tfmot.sparsity.keras.PruningSchedule
 

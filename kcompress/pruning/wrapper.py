@@ -9,7 +9,9 @@ plain ``keras.models.load_model``.
 from __future__ import annotations
 
 import tensorflow_model_optimization as tfmot
-from tensorflow_model_optimization.python.core.sparsity.keras import pruning_wrapper as _tfmot_wrapper
+from tensorflow_model_optimization.python.core.sparsity.keras import (
+    pruning_wrapper as _tfmot_wrapper,
+)
 
 from kcompress._keras import keras
 from kcompress.pruning import schedules as _schedules

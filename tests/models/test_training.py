@@ -13,9 +13,9 @@ def test_fit_learns_real_mnist(mnist_small):
     assert model.evaluate(mnist_small.x_test, mnist_small.y_test, verbose=0)[1] > 0.85
 
 
-def test_training_under_mirrored_strategy_with_two_cpus(mnist_small):
+def test_training_under_mirrored_strategy_with_two_cpus(mnist_small, mirrored):
     assert len(tf.config.list_logical_devices("CPU")) >= 2
-    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    strategy = mirrored
     assert strategy.num_replicas_in_sync == 2
     kc.keras.utils.set_random_seed(2)
     with strategy.scope():

@@ -1,6 +1,5 @@
 """Every notebook runs top to bottom (on a slice of MNIST) with the public API only."""
 
-import os
 import pathlib
 
 import nbformat

@@ -5,7 +5,15 @@ import pytest
 
 import kcompress as kc
 from kcompress.pipeline import (
-    Distill, Evaluate, Export, Pipeline, Prune, PruneChannels, QuantizeAware, Train, stage_from_config,
+    Distill,
+    Evaluate,
+    Export,
+    Pipeline,
+    Prune,
+    PruneChannels,
+    QuantizeAware,
+    Train,
+    stage_from_config,
 )
 
 

@@ -2,7 +2,6 @@ import numpy as np
 import pytest
 
 import kcompress as kc
-from kcompress._keras import tf
 
 keras = kc.keras
 
@@ -97,8 +96,8 @@ def test_block_sparsity(finetune, trained_lenet, mnist_small):
     assert (blocks == 0).mean() == pytest.approx(0.75, abs=0.01)
 
 
-def test_pruning_under_mirrored_strategy(trained_lenet, mnist_small):
-    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+def test_pruning_under_mirrored_strategy(trained_lenet, mnist_small, mirrored):
+    strategy = mirrored
     with strategy.scope():
         pruned = kc.pruning.prune(trained_lenet, kc.pruning.PolynomialDecay(0.3, 0.7, begin_step=0, end_step=20))
         kc.models.compile_classifier(pruned, 1e-3)
