@@ -1,0 +1,31 @@
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+SCRIPT = pathlib.Path(__file__).resolve().parents[2] / "experiments" / "deep_compression.py"
+
+
+def test_deep_compression_script_writes_the_table(tmp_path):
+    out = tmp_path / "run"
+    cmd = [sys.executable, str(SCRIPT), "--models=lenet5", "--epochs=1", "--prune_epochs=1", "--cluster_epochs=1",
+           "--lowrank_epochs=1", "--max_train=2000", "--max_test=300", "--robust_samples=100", "--batch_size=128",
+           f"--output_dir={out}"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=dict(os.environ))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    payload = json.loads((out / "results.json").read_text())
+    rows = {r["variant"]: r for r in payload["records"]}
+    assert list(rows)[:4] == ["lenet5 baseline", "lenet5 pruned", "lenet5 pruned+clustered",
+                              "lenet5 pruned+PQ d=4 k=256"]
+    assert any(v.startswith("lenet5 low-rank") for v in rows)
+    for r in rows.values():  # robustness columns for every variant
+        assert {"robust_gauss_0.1", "robust_gauss_0.2", "robust_gauss_0.3", "robust_saltpepper_0.05"} <= set(r)
+        assert r["float32_bytes"] == 4 * 61706 or r["variant"].startswith("lenet5 low-rank")
+    shared = rows["lenet5 pruned+clustered"]
+    assert shared["entropy_lossless"] and shared["entropy_ratio"] > 15 and shared["published_ratio"] == 39.0
+    assert shared["entropy_bytes"] < shared["gzip_bytes"] < shared["size_bytes"]
+    low = next(r for v, r in rows.items() if v.startswith("lenet5 low-rank"))
+    assert low["params"] <= 0.5 * 61706
+    assert (out / "report.md").exists() and (out / "flags.json").exists() and (out / "results.csv").exists()
+    assert payload["flags"]["cluster_epochs"] == 1
