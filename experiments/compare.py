@@ -24,9 +24,11 @@ from absl import app, flags, logging
 
 import kcompress as kc
 from kcompress.pipeline import (
+    Cluster,
     Distill,
     Evaluate,
     Export,
+    LowRank,
     Pipeline,
     Prune,
     PruneChannels,
@@ -40,7 +42,7 @@ _FLAG_NAMES: list[str] = []
 _NEUTRAL = {"output_dir", "variants", "latency_rounds", "data_dir"}
 # The flags the baseline depends on: changing others re-runs variants, not the baseline.
 _BASELINE = ("dataset", "model", "epochs", "batch_size", "learning_rate", "seed", "max_train", "max_test",
-             "latency_runs")
+             "latency_runs", "robustness_samples")
 
 
 def define_flags():
@@ -65,6 +67,8 @@ def define_flags():
     flags.DEFINE_integer("max_train", None, "Use only the first N training samples (quick runs).")
     flags.DEFINE_integer("max_test", None, "Evaluate on the first N test samples only (quick runs).")
     flags.DEFINE_integer("latency_runs", 200, "Timed single-sample inferences per flatbuffer in evaluate.")
+    flags.DEFINE_integer("robustness_samples", 2000, "Test samples for the perturbed-input accuracies.", lower_bound=1)
+    flags.DEFINE_integer("clusters", 16, "Shared weight values per layer in the prune + cluster variant.")
     flags.DEFINE_integer("latency_rounds", 20, "Interleaved rounds of the final same-process latency comparison.")
     flags.DEFINE_list("variants", None, "Run only these variants (default: all).")
     _FLAG_NAMES[:] = sorted(set(FLAGS) - before)
@@ -77,7 +81,7 @@ def variants(args: dict) -> dict[str, tuple[str, Pipeline]]:
     qat = dict(epochs=args["qat_epochs"], batch_size=b, learning_rate=args["qat_learning_rate"])
     prune = dict(epochs=e, batch_size=b, learning_rate=lr)
     sp, cr = args["sparsity"], args["channel_ratio"]
-    ev = Evaluate(latency_runs=args["latency_runs"])
+    ev = Evaluate(latency_runs=args["latency_runs"], robustness=True, robustness_samples=args["robustness_samples"])
     pct = f"{round(100 * sp)}"
     spec = {
         f"prune_{pct}": ("baseline", [Prune(sp, **prune), Export("float32", sparse=True), ev]),
@@ -85,6 +89,11 @@ def variants(args: dict) -> dict[str, tuple[str, Pipeline]]:
                                           Export("float32", sparse=True), ev]),
         f"channels_{round(100 * cr)}": ("baseline", [PruneChannels(cr, **prune), Export("float32"), ev]),
         "qat_int8": ("baseline", [QuantizeAware(**qat), Export("int8"), ev]),
+        "lowrank_fc_50": ("baseline", [LowRank(param_ratio=0.5, layers=["fc1", "fc2"], **prune), Export("float32"),
+                                       Export("int8"), ev]),
+        f"prune90_cluster{args['clusters']}": ("baseline", [
+            Prune(0.9, **prune), Cluster(args["clusters"], epochs=3, batch_size=b, learning_rate=args["qat_learning_rate"]),
+            Export("float32", sparse=True), Export("int8"), ev]),
         "student_scratch": ("student", [Train(args["epochs"], b, lr, teacher=False), Export("float32"), ev]),
         "student_distilled": ("student", [Distill(t, a, epochs=args["epochs"], learning_rate=lr, batch_size=b),
                                           Export("float32"), Export("int8"), ev]),
@@ -141,7 +150,8 @@ def run(args: dict) -> list[dict]:
     baseline_path = os.path.join(out, "baseline.keras")
     base_pipeline = Pipeline([Train(args["epochs"], args["batch_size"], args["learning_rate"]),
                               Export("float32"), Export("dynamic"), Export("float16"), Export("int8"),
-                              Evaluate(keras=True, latency_runs=args["latency_runs"])], name="baseline")
+                              Evaluate(keras=True, latency_runs=args["latency_runs"], robustness=True,
+                                       robustness_samples=args["robustness_samples"])], name="baseline")
     done = {}
     for i, name in enumerate(plan, start=1):
         start, pipeline = ("none", base_pipeline) if name == "baseline" else all_variants[name]
@@ -202,6 +212,8 @@ def _finish(out, ds, done, plan, args) -> list[dict]:
         r["compression"] = ref["size_bytes"] / r["size_bytes"]
         r["gzip_compression"] = ref["size_bytes"] / r["gzip_bytes"]
         r["accuracy_delta"] = 100.0 * (r["accuracy"] - base_acc)
+        if r.get("entropy_bytes"):
+            r["entropy_ratio"] = 4 * r["params"] / r["entropy_bytes"]
         r["label"] = key
     resolved = dict(args, machine=f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
                     tensorflow=kc._keras.tf.__version__, command=" ".join([os.path.basename(sys.argv[0]), *sys.argv[1:]]))
@@ -212,7 +224,8 @@ def _finish(out, ds, done, plan, args) -> list[dict]:
     int8 = [r for r in shipped if r["flatbuffer"].startswith("int8")]
     best = max((r for r in int8 if r["accuracy"] >= base_acc - 0.002), key=lambda r: r["compression"], default=None)
     columns = ("variant", "flatbuffer", "accuracy", "accuracy_delta", "nonzero_params", "size_bytes", "gzip_bytes",
-               "compression", "gzip_compression", "macs", "latency_ms", "latency_ratio")
+               "compression", "gzip_compression", "entropy_bytes", "entropy_ratio", "macs", "latency_ms", "latency_ratio")
+    robust_cols = ("variant", "flatbuffer", "accuracy", *sorted(k for k in records[0] if k.startswith("robust_")))
     stage_lines = []
     for name in plan:
         entry = done[name]
@@ -233,6 +246,13 @@ def _finish(out, ds, done, plan, args) -> list[dict]:
         "",
         "![accuracy vs size](pareto.png)",
         "",
+        f"Robustness: accuracy on the first {args['robustness_samples']} test images with Gaussian noise of "
+        "standard deviation s (robust_gauss_s) or a fraction s of pixels set to 0 or 1 (robust_saltpepper_s), "
+        "inputs clipped to [0, 1], seeded. Entropy bytes: Deep Compression accounting of the Keras weights "
+        "(Huffman-coded shared values and sparse index gaps plus codebooks; `kcompress.clustering."
+        "entropy_coded_size`), entropy ratio = 4 x params / entropy bytes; none for quantization-aware models.",
+        "",
+        kc.reporting.to_markdown(records, robust_cols),
         "Stages:",
         *stage_lines,
         "",

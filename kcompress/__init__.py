@@ -11,11 +11,24 @@ Example:
 
 __version__ = "0.1.0"
 
-from kcompress import _keras  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TF loads)
-from kcompress import data, distillation, evaluation, export, models, pruning, quantization, reporting  # noqa: E402
-from kcompress._keras import keras  # noqa: E402
+# _keras first: it sets TF_USE_LEGACY_KERAS before TensorFlow loads.
+from kcompress import _keras  # noqa: F401, I001
+from kcompress import (
+    clustering,
+    data,
+    distillation,
+    evaluation,
+    export,
+    factorization,
+    models,
+    pipeline,
+    pruning,
+    quantization,
+    reporting,
+)
+from kcompress._keras import keras
 
 __all__ = [
-    "data", "distillation", "evaluation", "export", "keras", "models", "pruning", "quantization", "reporting",
-    "__version__",
+    "clustering", "data", "distillation", "evaluation", "export", "factorization", "keras", "models", "pipeline",
+    "pruning", "quantization", "reporting", "__version__",
 ]

@@ -1,4 +1,4 @@
-"""Pipelines: compose Train, Prune, PruneChannels, Distill, QuantizeAware, Export and Evaluate.
+"""Pipelines: compose Train, Prune, PruneChannels, LowRank, Cluster, Distill, QuantizeAware, Export, Evaluate.
 
 Example:
     >>> from kcompress.pipeline import Pipeline, Prune, Distill, QuantizeAware, Export, Evaluate
@@ -9,9 +9,11 @@ Example:
 from kcompress.pipeline.pipeline import Pipeline, PipelineResult
 from kcompress.pipeline.stages import (
     STAGES,
+    Cluster,
     Distill,
     Evaluate,
     Export,
+    LowRank,
     Prune,
     PruneChannels,
     QuantizeAware,
@@ -22,6 +24,6 @@ from kcompress.pipeline.stages import (
 )
 
 __all__ = [
-    "STAGES", "Distill", "Evaluate", "Export", "Pipeline", "PipelineResult", "Prune", "PruneChannels",
+    "STAGES", "Cluster", "Distill", "Evaluate", "Export", "LowRank", "Pipeline", "PipelineResult", "Prune", "PruneChannels",
     "QuantizeAware", "Stage", "State", "Train", "stage_from_config",
 ]

@@ -304,6 +304,82 @@ class Distill(Stage):
 
 
 @dataclasses.dataclass
+class LowRank(Stage):
+    """Splits Dense / Conv2D layers by truncated SVD (``kcompress.factorization.low_rank``), then fine-tunes.
+
+    Choose the rank by exactly one of ``rank``, ``energy`` or ``param_ratio``.
+
+    Args:
+        rank: an int for every chosen layer, or ``{layer: rank}``.
+        energy: retained squared singular-value fraction in (0, 1].
+        param_ratio: fraction of the model's parameters to keep, in (0, 1].
+        layers: names of the layers to split (default: every Dense/Conv2D).
+        epochs, batch_size, learning_rate: fine-tuning settings (best validation epoch kept).
+    """
+
+    rank: int | dict | None = None
+    energy: float | None = None
+    param_ratio: float | None = None
+    layers: list | None = None
+    epochs: int = 8
+    batch_size: int = 256
+    learning_rate: float = 1e-3
+    kind = "low_rank"
+    finetunes = True
+
+    def __post_init__(self):
+        if sum(x is not None for x in (self.rank, self.energy, self.param_ratio)) != 1:
+            raise ValueError("LowRank needs exactly one of rank, energy or param_ratio.")
+        _check_positive_int("epochs", self.epochs)
+        _check_positive_int("batch_size", self.batch_size)
+        _check_rate("learning_rate", self.learning_rate)
+
+    def run(self, state, finetuner=None):
+        from kcompress import factorization
+
+        with _scope(state):
+            result = factorization.low_rank(state.model, rank=self.rank, energy=self.energy, layers=self.layers,
+                                            param_ratio=self.param_ratio)
+        state.model = result.model
+        info = self._finetune(state, state.model, self.epochs, self.learning_rate, finetuner=finetuner,
+                              restore_best=True)
+        return {**info, "ranks": dict(result.ranks), "params_ratio": result.params_after / result.params_before}
+
+
+@dataclasses.dataclass
+class Cluster(Stage):
+    """Weight sharing (``kcompress.clustering.cluster``): fine-tunes the centroids, then strips.
+
+    Args:
+        clusters: centroids per layer (2..256) or ``{layer: clusters}``.
+        preserve_sparsity: keep zeros at zero (None: automatic for pruned models).
+        epochs, batch_size, learning_rate: fine-tuning settings.
+    """
+
+    clusters: int | dict = 16
+    preserve_sparsity: bool | None = None
+    epochs: int = 3
+    batch_size: int = 256
+    learning_rate: float = 1e-4
+    kind = "cluster"
+    finetunes = True
+
+    def __post_init__(self):
+        _check_positive_int("epochs", self.epochs)
+        _check_positive_int("batch_size", self.batch_size)
+        _check_rate("learning_rate", self.learning_rate)
+
+    def run(self, state, finetuner=None):
+        from kcompress import clustering
+
+        with _scope(state):
+            wrapped = clustering.cluster(state.model, clusters=self.clusters, preserve_sparsity=self.preserve_sparsity)
+        info = self._finetune(state, wrapped, self.epochs, self.learning_rate, finetuner=finetuner)
+        state.model = clustering.strip(wrapped)
+        return {**info, **clustering.entropy_coded_size(state.model).as_dict()}
+
+
+@dataclasses.dataclass
 class Export(Stage):
     """Converts the current model to a flatbuffer (``kcompress.export.to_tflite``) and saves it.
 
@@ -348,31 +424,49 @@ class Export(Stage):
 class Evaluate(Stage):
     """Measures the exported flatbuffers in LiteRT (and the Keras model) with ``evaluate``.
 
+    Every record also gets the Deep Compression entropy-coded size of the final
+    Keras model's weights (``entropy_bytes``; None for a quantization-aware model)
+    and, with ``robustness``, accuracies under perturbed inputs
+    (``kcompress.evaluation.robustness``: ``robust_gauss_<s>``, ``robust_saltpepper_<s>``).
+
     Args:
         keras: also evaluate the current Keras model.
         latency_runs: timed single-sample inferences per flatbuffer.
+        robustness: measure accuracy under Gaussian and salt-and-pepper noise.
+        robustness_samples: test samples for the robustness measurements.
     """
 
     keras: bool = False
     latency_runs: int = 300
+    robustness: bool = False
+    robustness_samples: int = 2000
     kind = "evaluate"
 
     def __post_init__(self):
         _check_positive_int("latency_runs", self.latency_runs)
+        _check_positive_int("robustness_samples", self.robustness_samples)
 
     def run(self, state, finetuner=None):
-        from kcompress.evaluation import evaluate
+        from kcompress import clustering
+        from kcompress.evaluation import evaluate, robustness
 
+        try:
+            entropy = clustering.entropy_coded_size(state.model).total_bytes
+        except (TypeError, ValueError):  # quantization-aware wrappers: no plain float weights to code
+            entropy = None
         targets = [("keras", state.model)] if self.keras or not state.flatbuffers else []
         targets += list(state.flatbuffers.items())
         for label, target in targets:
             r = evaluate(target, state.dataset, latency_runs=self.latency_runs)
-            state.records.append({"variant": state.name, "flatbuffer": label, **r})
+            record = {"variant": state.name, "flatbuffer": label, **r, "entropy_bytes": entropy}
+            if self.robustness:
+                record.update(robustness(target, state.dataset, max_samples=self.robustness_samples))
+            state.records.append(record)
         return {"evaluated": [label for label, _ in targets]}
 
 
 STAGES: dict[str, type[Stage]] = {
-    cls.kind: cls for cls in (Train, Prune, PruneChannels, QuantizeAware, Distill, Export, Evaluate)
+    cls.kind: cls for cls in (Train, Prune, PruneChannels, LowRank, Cluster, QuantizeAware, Distill, Export, Evaluate)
 }
 
 

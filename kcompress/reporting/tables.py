@@ -25,6 +25,8 @@ _HEADERS = {
     "top1_agreement": "agreement (%)",
     "gzip_compression": "gzip ratio",
     "macs_ratio": "MACs ratio",
+    "entropy_bytes": "entropy bytes",
+    "entropy_ratio": "entropy ratio",
     "accuracy_delta": "Δ acc (pts)",
     "params": "params",
     "nonzero_params": "nonzero",
@@ -67,9 +69,9 @@ def add_ratios(records: list[dict], reference: str) -> list[dict]:
 def _fmt(key, value) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "–"
-    if key in ("accuracy", "keras_accuracy", "sparsity", "target_sparsity", "top1_agreement"):
+    if key in ("accuracy", "keras_accuracy", "sparsity", "target_sparsity", "top1_agreement") or key.startswith("robust_"):
         return f"{100 * value:.2f}"
-    if key in ("compression", "latency_ratio", "gzip_compression", "macs_ratio"):
+    if key in ("compression", "latency_ratio", "gzip_compression", "macs_ratio", "entropy_ratio"):
         return f"{value:.2f}x"
     if key == "accuracy_delta":
         return f"{value:+.2f}"

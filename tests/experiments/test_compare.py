@@ -20,7 +20,7 @@ def _args(out, **overrides):
     args = dict(dataset="mnist", model="lenet5", student="lenet5_student", epochs=1, finetune_epochs=1, qat_epochs=1,
                 batch_size=128, learning_rate=1e-3, qat_learning_rate=1e-4, sparsity=0.8, channel_ratio=0.5,
                 temperature=4.0, alpha=0.1, seed=0, output_dir=str(out), data_dir=None, max_train=1500,
-                max_test=200, latency_runs=5, latency_rounds=2,
+                max_test=200, latency_runs=5, latency_rounds=2, robustness_samples=100, clusters=16,
                 variants=["prune80_distill_qat_int8", "channels50_distill_int8"])
     args.update(overrides)
     return args

@@ -5,9 +5,11 @@ import pytest
 
 import kcompress as kc
 from kcompress.pipeline import (
+    Cluster,
     Distill,
     Evaluate,
     Export,
+    LowRank,
     Pipeline,
     Prune,
     PruneChannels,
@@ -98,3 +100,22 @@ class TestBadInput:
         (tmp_path / "r.txt").write_text("{}")
         with pytest.raises(ValueError, match=r"path must end with .json, .yaml or .yml"):
             Pipeline.load(tmp_path / "r.txt")
+
+
+def test_low_rank_and_cluster_stages_with_entropy_and_robustness(trained_lenet, tiny):
+    pipeline = Pipeline([LowRank(param_ratio=0.5, layers=["fc1", "fc2"], epochs=1, batch_size=64),
+                         Prune(0.8, epochs=1, batch_size=64), Cluster(clusters=8, epochs=1, batch_size=64),
+                         Export("float32"), Evaluate(latency_runs=5, robustness=True, robustness_samples=200)],
+                        name="lowrank_prune_cluster")
+    result = pipeline.run(tiny, model=trained_lenet, verbose=0)
+    assert result.log[0]["params_ratio"] <= 0.55
+    assert result.log[2]["entropy_ratio"] > 10
+    (record,) = result.records
+    assert record["entropy_bytes"] < record["size_bytes"] / 10
+    assert {"robust_gauss_0.1", "robust_gauss_0.3", "robust_saltpepper_0.05"} <= set(record)
+    assert record["robust_gauss_0.3"] <= record["accuracy"] + 0.05
+    kernel = result.model.get_layer("fc2").kernel.numpy() if "fc2" in [x.name for x in result.model.layers] else None
+    if kernel is not None:
+        assert len(np.unique(kernel)) <= 9  # 8 shared values plus the pruned zeros
+    with pytest.raises(ValueError, match="exactly one of rank, energy or param_ratio"):
+        LowRank(rank=4, energy=0.9)
