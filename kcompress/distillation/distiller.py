@@ -333,8 +333,9 @@ class Distiller(keras.Model):
 
     @property
     def non_trainable_weights(self):
-        trainable = {id(w) for w in self.trainable_weights}
-        return [w for w in self.weights if id(w) not in trainable]
+        # The teacher's weights and the student's non-trainable ones (not the loss trackers' state).
+        skip = {id(w) for w in self.trainable_weights} | {id(v) for m in self._trackers() for v in m.variables}
+        return [w for w in self.weights if id(w) not in skip]
 
     @property
     def layers(self):
