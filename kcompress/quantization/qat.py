@@ -192,11 +192,17 @@ class _SparsityPreservingRegistry(_pp_registry.Default8bitPrunePreserveQuantizeR
 
     def get_quantize_config(self, layer):
         config = super().get_quantize_config(layer)
-        quantizer = type(getattr(config, "weight_quantizer", None))
-        if issubclass(quantizer, _pp_registry.PrunePreserveDefault8BitConvWeightsQuantizer):
-            return SparsityPreservingConvQuantizeConfig(config.weight_attrs, config.activation_attrs, config.quantize_output)
-        if issubclass(quantizer, _pp_registry.PrunePreserveDefault8BitWeightsQuantizer):
-            return SparsityPreservingQuantizeConfig(config.weight_attrs, config.activation_attrs, config.quantize_output)
+        # Decided from the layer and config types, as TFMOT's scheme does for trainable layers
+        # (it skips layers whose weights are frozen, whose zeros need no protection anyway).
+        if type(layer) not in (keras.layers.Conv2D, keras.layers.Dense):
+            return config
+        args = (config.weight_attrs, config.activation_attrs, config.quantize_output)
+        if isinstance(config, _Default8BitConvConfig):
+            return SparsityPreservingConvQuantizeConfig(*args)
+        if type(config) is _Default8BitConfig:
+            return SparsityPreservingQuantizeConfig(*args)
+        logging.warning("Layer %r got a %s; its zeros are not protected during QAT.", layer.name,
+                        type(config).__name__)
         return config
 
 

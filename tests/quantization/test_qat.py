@@ -113,7 +113,9 @@ class TestPreserveSparsity:
 
     def test_zeros_survive_qat_by_default_and_shrink_the_sparse_flatbuffer(self, pruned, mnist_small):
         qat = fine_tune(kc.quantization.quantize_aware(pruned), mnist_small, lr=1e-3, n=2048)  # auto: mostly zeros
-        assert isinstance(qat.get_layer("quant_fc1").quantize_config, kc.quantization.SparsityPreservingQuantizeConfig)
+        assert isinstance(qat.get_layer("quant_fc1").quantize_config, kc.quantization.SparsityPreservingQuantizeConfig), (
+            kc.quantization.kernel_sparsity(pruned), [(type(x).__name__, x.trainable, len(x.trainable_weights)) for x in pruned.layers],
+            [(type(x).__name__, type(getattr(x, "quantize_config", None)).__name__) for x in qat.layers])
         dense = kc.export.to_tflite(qat, "int8", verbose=False)
         sparse = kc.export.to_tflite(qat, "int8", sparse=True, verbose=False)
         info = kc.export.describe(dense)
@@ -256,7 +258,9 @@ class TestBadArguments:
 def test_qat_trains_under_mirrored_strategy(trained_lenet, mnist_small):
     devices = [d.name for d in tf.config.list_logical_devices("CPU")]
     assert len(devices) == 2
-    strategy = tf.distribute.MirroredStrategy(devices)
+    # Reduce through one device rather than with collective ops: collective instance keys restart
+    # with every MirroredStrategy, and clash with those of other strategies used earlier in the process.
+    strategy = tf.distribute.MirroredStrategy(devices, cross_device_ops=tf.distribute.ReductionToOneDevice())
     with strategy.scope():
         model = kc.keras.models.clone_model(trained_lenet)
         model.set_weights(trained_lenet.get_weights())
