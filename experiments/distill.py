@@ -44,8 +44,8 @@ def define_flags():
     flags.DEFINE_enum("teacher", "lenet5", sorted(kc.models.MODELS), "Zoo model of the teacher.")
     flags.DEFINE_string("teacher_model", None, "A trained teacher .keras file to load instead of training one.")
     flags.DEFINE_integer("teacher_epochs", 10, "Teacher training epochs (baseline protocol).", lower_bound=1)
-    flags.DEFINE_enum("student", "tiny_cnn", sorted(kc.models.MODELS), "Zoo model of the student.")
-    flags.DEFINE_integer("epochs", 20, "Training epochs of every student (scratch and distilled alike).", lower_bound=1)
+    flags.DEFINE_enum("student", "mlp_tiny", sorted(kc.models.MODELS), "Zoo model of the student.")
+    flags.DEFINE_integer("epochs", 40, "Training epochs of every student (scratch and distilled alike).", lower_bound=1)
     flags.DEFINE_integer("batch_size", 256, "Batch size.", lower_bound=1)
     flags.DEFINE_float("learning_rate", 1e-3, "Adam learning rate of teacher and students.", lower_bound=0.0)
     flags.DEFINE_list("temperatures", ["1", "2", "4", "6", "8", "10"], "Distillation temperatures to sweep.")
@@ -221,7 +221,7 @@ def _prune_table(rows, seeds):
 
 
 def run(output_dir: str, dataset="mnist", teacher="lenet5", teacher_model=None, teacher_epochs=10,
-        student="tiny_cnn", epochs=20, batch_size=256, learning_rate=1e-3, temperatures=(1, 2, 4, 6, 8, 10),
+        student="mlp_tiny", epochs=40, batch_size=256, learning_rate=1e-3, temperatures=(1, 2, 4, 6, 8, 10),
         alphas=(0.1, 0.5), alpha_temperature=4.0, seeds=(0, 1, 2), validation_split=0.1, prune_sparsity=0.8,
         prune_epochs=4, prune_seeds=(0, 1, 2), prune_alpha=None, prune_temperature=None, hint=None,
         hint_weight=0.1, data_dir=None, max_train=None, max_test=None, latency_runs=200, strategy="default",

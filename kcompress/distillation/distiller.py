@@ -159,9 +159,10 @@ class Distiller(keras.Model):
     ``call`` runs the student, so ``predict`` and ``evaluate`` work, and
     :meth:`save` writes the student (the model you deploy); save the whole
     distiller with ``keras.models.save_model(distiller, path)``. A pruned student
-    (TFMOT ``PruneLowMagnitude`` layers, ``kcompress.pruning.prune``) or a QAT student
-    (``quantize_model``) trains with one ``fit``: pruning callbacks find its layers
-    through :attr:`layers`.
+    (``kcompress.pruning.prune`` or TFMOT's ``prune_low_magnitude``) or a QAT student
+    (``kcompress.quantization.quantize_aware`` or TFMOT's ``quantize_model``) trains with
+    one ``fit``: pruning callbacks find its layers through :attr:`layers`. For a
+    feature-based (FitNets) hint on top, see :class:`kcompress.distillation.HintDistiller`.
 
     Logged metrics, averaged over the epoch: ``loss`` (the total above),
     ``student_loss``, ``distillation_loss`` (``T^2 * KL``, before the ``1 - alpha``

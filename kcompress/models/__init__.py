@@ -12,12 +12,12 @@ from kcompress.models.zoo import (
     get,
     lenet5,
     lenet5_student,
-    lenet5_tiny,
     lenet300_100,
     mlp_small,
+    mlp_tiny,
     resnet20,
     tiny_cnn,
     vgg_small,
 )
 
-__all__ = ["RestoreBest", "compile_classifier", "fit", "progress_verbosity", "get_strategy", "MODELS", "get", "lenet5", "lenet5_student", "lenet5_tiny", "lenet300_100", "mlp_small", "resnet20", "tiny_cnn", "vgg_small"]
+__all__ = ["RestoreBest", "compile_classifier", "fit", "progress_verbosity", "get_strategy", "MODELS", "get", "lenet5", "lenet5_student", "lenet300_100", "mlp_small", "mlp_tiny", "resnet20", "tiny_cnn", "vgg_small"]
