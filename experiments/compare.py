@@ -101,6 +101,8 @@ def variants(args: dict) -> dict[str, tuple[str, Pipeline]]:
                                               Export("int8", sparse=True), ev]),
         f"prune{pct}_distill_qat_int8": ("baseline", [Prune(sp, **prune), Distill(t, a, batch_size=b),
                                                       QuantizeAware(**qat), Export("int8"), ev]),
+        f"channels{round(100 * cr)}_qat_int8": ("baseline", [PruneChannels(cr, **prune), QuantizeAware(**qat),
+                                                             Export("int8"), ev]),
         f"channels{round(100 * cr)}_distill_int8": ("baseline", [PruneChannels(cr, **prune), Distill(t, a, batch_size=b),
                                                                  Export("int8"), ev]),
         f"channels{round(100 * cr)}_distill_qat_int8": ("baseline", [PruneChannels(cr, **prune), Distill(t, a, batch_size=b),

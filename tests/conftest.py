@@ -32,9 +32,10 @@ def mirrored():
     """One MirroredStrategy over the two logical CPUs, shared by every test.
 
     Separate MirroredStrategy objects in one process can hand out the same collective
-    instance keys, so a second strategy's all-reduce may meet the first's tensors.
+    instance keys, so a second strategy's all-reduce may meet the first's tensors;
+    reducing through one device avoids collective ops altogether.
     """
-    return tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    return tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"], cross_device_ops=tf.distribute.ReductionToOneDevice())
 
 
 @pytest.fixture(scope="session")

@@ -84,7 +84,8 @@ class Stage:
     def _finetune(self, state, model, epochs, learning_rate, callbacks=(), finetuner=None, restore_best=False):
         """Plain fine-tuning, or distillation when a Distill stage follows."""
         if finetuner is not None:
-            return finetuner.distill(state, model, epochs=epochs, learning_rate=learning_rate, callbacks=callbacks)
+            return finetuner.distill(state, model, epochs=epochs, learning_rate=learning_rate, callbacks=callbacks,
+                                     restore_best=restore_best)
         from kcompress.models.training import compile_classifier, fit
 
         with _scope(state):
@@ -281,9 +282,9 @@ class Distill(Stage):
         _check_rate("learning_rate", self.learning_rate, allow_none=True)
         _check_positive_int("batch_size", self.batch_size)
 
-    def distill(self, state, student, epochs, learning_rate, callbacks=()):
+    def distill(self, state, student, epochs, learning_rate, callbacks=(), restore_best=False):
         from kcompress.distillation import Distiller
-        from kcompress.models.training import progress_verbosity
+        from kcompress.models.training import RestoreBest, progress_verbosity
 
         if state.teacher is None:
             raise ValueError("Distill needs a teacher: put a Train stage first or pass teacher= to Pipeline.run.")
@@ -294,7 +295,8 @@ class Distill(Stage):
                               metrics=["accuracy"], alpha=self.alpha, temperature=self.temperature)
         ds = state.dataset
         history = distiller.fit(ds.x_train, ds.y_train, epochs=epochs, batch_size=self.batch_size,
-                                validation_split=0.1, callbacks=list(callbacks),
+                                validation_split=0.1,
+                                callbacks=list(callbacks) + ([RestoreBest("val_accuracy")] if restore_best else []),
                                 verbose=progress_verbosity() if state.verbose is None else state.verbose)
         return {"finetune": f"distill(T={self.temperature}, alpha={self.alpha})",
                 "val_accuracy": history.history.get("val_accuracy", [None])[-1]}

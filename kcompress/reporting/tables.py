@@ -26,6 +26,9 @@ _HEADERS = {
     "gzip_compression": "gzip ratio",
     "macs_ratio": "MACs ratio",
     "entropy_bytes": "entropy bytes",
+    "latency_ratio_builtin": "latency ratio (builtin)",
+    "max_logit_error": "max logit error",
+    "published_ratio": "published ratio",
     "entropy_ratio": "entropy ratio",
     "accuracy_delta": "Δ acc (pts)",
     "params": "params",
@@ -71,7 +74,8 @@ def _fmt(key, value) -> str:
         return "–"
     if key in ("accuracy", "keras_accuracy", "sparsity", "target_sparsity", "top1_agreement") or key.startswith("robust_"):
         return f"{100 * value:.2f}"
-    if key in ("compression", "latency_ratio", "gzip_compression", "macs_ratio", "entropy_ratio"):
+    if key in ("compression", "latency_ratio", "gzip_compression", "macs_ratio", "entropy_ratio",
+               "latency_ratio_builtin", "published_ratio"):
         return f"{value:.2f}x"
     if key == "accuracy_delta":
         return f"{value:+.2f}"
