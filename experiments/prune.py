@@ -109,6 +109,16 @@ def run(args: dict) -> list[dict]:
     kc.models.fit(slim, ds, epochs=args["finetune_epochs"], batch_size=args["batch_size"], restore_best=True)
     records += _measure(name, slim, ds, out, args, sparse_too=False)
 
+    # Time every flatbuffer against the others, interleaved in this process: block-wise timings on a
+    # shared machine can differ by 40% for identical graphs.
+    flats = {}
+    for r in records:
+        kind = r["flatbuffer"].split()[1]
+        with open(os.path.join(out, f"{r['variant']}_{kind}_float32.tflite"), "rb") as f:
+            flats[f"{r['variant']}/{kind}"] = f.read()
+    timing = kc.evaluation.compare_latency(flats, ds.x_test[:1], reference="baseline/dense", rounds=20)
+    for r in records:
+        r["latency_ms"] = timing[f"{r['variant']}/{r['flatbuffer'].split()[1]}"]["latency_ms"]
     ref = records[0]
     for r in records:
         r["compression"] = ref["size_bytes"] / r["size_bytes"]
@@ -126,7 +136,8 @@ def run(args: dict) -> list[dict]:
         f"{args['finetune_epochs']} epochs (Adam {args['finetune_learning_rate']}, batch {args['batch_size']}); "
         f"the 50%->80% schedule reaches 80% at epoch {args['schedule_end_epoch']}. 'accuracy' is the flatbuffer "
         "in LiteRT over the test set, 'keras_accuracy' the stripped Keras model; sparsity is over prunable "
-        "kernels; size ratio and latency ratio are against the baseline's dense float32 flatbuffer."
+        "kernels; size ratio and latency ratio are against the baseline's dense float32 flatbuffer; latencies are "
+        "medians of single-sample, single-thread LiteRT invocations, all flatbuffers timed interleaved in one process."
     )
     kc.reporting.write_results(out, records, resolved, title=f"Pruning: {args['model']} on {args['dataset']}",
                                notes=notes, columns=columns)
