@@ -59,6 +59,13 @@ def _check_rate(name, value, allow_none=False):
     return float(value)
 
 
+def _check_training(stage):
+    """Checks the ``epochs``, ``batch_size`` and ``learning_rate`` every training stage has."""
+    _check_positive_int("epochs", stage.epochs)
+    _check_positive_int("batch_size", stage.batch_size)
+    _check_rate("learning_rate", stage.learning_rate)
+
+
 def _scope(state):
     import contextlib
 
@@ -113,9 +120,7 @@ class Train(Stage):
     kind = "train"
 
     def __post_init__(self):
-        _check_positive_int("epochs", self.epochs)
-        _check_positive_int("batch_size", self.batch_size)
-        _check_rate("learning_rate", self.learning_rate)
+        _check_training(self)
 
     def run(self, state, finetuner=None):
         from kcompress.models.training import compile_classifier, fit
@@ -160,9 +165,7 @@ class Prune(Stage):
         if self.initial_sparsity is not None:
             _check_sparsity("initial_sparsity", self.initial_sparsity)
         _check_positive_int("schedule_epochs", self.schedule_epochs, allow_none=True)
-        _check_positive_int("epochs", self.epochs)
-        _check_positive_int("batch_size", self.batch_size)
-        _check_rate("learning_rate", self.learning_rate)
+        _check_training(self)
 
     def schedule(self, num_train: int):
         from kcompress import pruning
@@ -204,9 +207,7 @@ class PruneChannels(Stage):
     finetunes = True
 
     def __post_init__(self):
-        _check_positive_int("epochs", self.epochs)
-        _check_positive_int("batch_size", self.batch_size)
-        _check_rate("learning_rate", self.learning_rate)
+        _check_training(self)
 
     def run(self, state, finetuner=None):
         from kcompress import pruning
@@ -237,9 +238,7 @@ class QuantizeAware(Stage):
     finetunes = True
 
     def __post_init__(self):
-        _check_positive_int("epochs", self.epochs)
-        _check_positive_int("batch_size", self.batch_size)
-        _check_rate("learning_rate", self.learning_rate)
+        _check_training(self)
 
     def run(self, state, finetuner=None):
         from kcompress import quantization
@@ -332,9 +331,7 @@ class LowRank(Stage):
     def __post_init__(self):
         if sum(x is not None for x in (self.rank, self.energy, self.param_ratio)) != 1:
             raise ValueError("LowRank needs exactly one of rank, energy or param_ratio.")
-        _check_positive_int("epochs", self.epochs)
-        _check_positive_int("batch_size", self.batch_size)
-        _check_rate("learning_rate", self.learning_rate)
+        _check_training(self)
 
     def run(self, state, finetuner=None):
         from kcompress import factorization
@@ -367,9 +364,7 @@ class Cluster(Stage):
     finetunes = True
 
     def __post_init__(self):
-        _check_positive_int("epochs", self.epochs)
-        _check_positive_int("batch_size", self.batch_size)
-        _check_rate("learning_rate", self.learning_rate)
+        _check_training(self)
 
     def run(self, state, finetuner=None):
         from kcompress import clustering
