@@ -12,7 +12,9 @@
    reported for all of them.
 4. Prunes the teacher to --prune_sparsity (polynomial ramp over the first half of
    --prune_epochs) and recovers it for --prune_epochs, once with plain fine-tuning and
-   once distilling from the unpruned teacher, per --prune_seeds.
+   once distilling from the unpruned teacher, per --prune_seeds; alpha and T of the
+   distillation are chosen on the validation split from --prune_alphas x
+   --prune_temperatures (first prune seed).
 
 Every model is measured with ``kc.evaluation.evaluate`` (accuracy over the test set,
 parameters, float32 flatbuffer bytes and gzip bytes, single-sample latency). Writes
@@ -56,8 +58,8 @@ def define_flags():
     flags.DEFINE_float("prune_sparsity", 0.8, "Target sparsity of prune + fine-tune / prune + distill (0 skips).")
     flags.DEFINE_integer("prune_epochs", 4, "Recovery epochs of both pruned variants.", lower_bound=1)
     flags.DEFINE_list("prune_seeds", ["0", "1", "2"], "Seeds of the pruning comparison.")
-    flags.DEFINE_float("prune_alpha", None, "alpha of prune + distill (default: the alpha chosen above).")
-    flags.DEFINE_float("prune_temperature", None, "Temperature of prune + distill (default: the best one above).")
+    flags.DEFINE_list("prune_alphas", ["0.5", "0.9"], "Candidate alphas of prune + distill (chosen on validation).")
+    flags.DEFINE_list("prune_temperatures", ["1", "2", "4"], "Candidate temperatures of prune + distill.")
     flags.DEFINE_string("hint", None, "student_layer:teacher_layer: also distill with a FitNets hint at the best T.")
     flags.DEFINE_float("hint_weight", 0.1, "Weight of the hint loss (with --hint).", lower_bound=0.0)
     flags.DEFINE_string("output_dir", "runs/distill", "Folder for results and artefacts.")
@@ -223,15 +225,17 @@ def _prune_table(rows, seeds):
 def run(output_dir: str, dataset="mnist", teacher="lenet5", teacher_model=None, teacher_epochs=10,
         student="mlp_tiny", epochs=40, batch_size=256, learning_rate=1e-3, temperatures=(1, 2, 4, 6, 8, 10),
         alphas=(0.1, 0.5), alpha_temperature=4.0, seeds=(0, 1, 2), validation_split=0.1, prune_sparsity=0.8,
-        prune_epochs=4, prune_seeds=(0, 1, 2), prune_alpha=None, prune_temperature=None, hint=None,
+        prune_epochs=4, prune_seeds=(0, 1, 2), prune_alphas=(0.5, 0.9), prune_temperatures=(1, 2, 4), hint=None,
         hint_weight=0.1, data_dir=None, max_train=None, max_test=None, latency_runs=200, strategy="default",
         flag_values=None) -> list[dict]:
     """Runs the study and writes its outputs; returns the records."""
     temperatures = _floats(temperatures, "temperatures", positive=True)
     alphas = _floats(alphas, "alphas")
-    if any(not 0 <= x <= 1 for x in alphas):
-        raise ValueError(f"alphas must lie in [0, 1], got {alphas!r}.")
     seeds, prune_seeds = _ints(seeds, "seeds"), _ints(prune_seeds, "prune_seeds")
+    prune_alphas = _floats(prune_alphas, "prune_alphas")
+    prune_temperatures = _floats(prune_temperatures, "prune_temperatures", positive=True)
+    if any(not 0 <= x <= 1 for x in alphas + prune_alphas):
+        raise ValueError(f"alphas and prune_alphas must lie in [0, 1], got {alphas!r} and {prune_alphas!r}.")
     if not seeds:
         raise ValueError("seeds must name at least one seed.")
     if not validation_split > 0:
@@ -248,7 +252,7 @@ def run(output_dir: str, dataset="mnist", teacher="lenet5", teacher_model=None, 
                 learning_rate=learning_rate, temperatures=temperatures, alphas=alphas,
                 alpha_temperature=float(alpha_temperature), seeds=seeds, validation_split=validation_split,
                 prune_sparsity=prune_sparsity, prune_epochs=prune_epochs, prune_seeds=prune_seeds,
-                prune_alpha=prune_alpha, prune_temperature=prune_temperature, hint=hint, hint_weight=hint_weight,
+                prune_alphas=prune_alphas, prune_temperatures=prune_temperatures, hint=hint, hint_weight=hint_weight,
                 latency_runs=latency_runs, strategy=strategy)
     t_start = time.perf_counter()
     ds = kc.data.load(dataset, data_dir=data_dir)
@@ -318,19 +322,37 @@ def run(output_dir: str, dataset="mnist", teacher="lenet5", teacher_model=None, 
         summary.append(hint_summary)
     records += summary
 
-    prune_rows = []
+    prune_rows, prune_selection = [], None
     if prune_sparsity > 0 and prune_seeds:
-        p_alpha = chosen_alpha if prune_alpha is None else prune_alpha
-        p_temp = best["temperature"] if prune_temperature is None else prune_temperature
         tag = f"prune {100 * prune_sparsity:g}%"
+        # alpha and T of prune + distill chosen on the validation split (first prune seed): the
+        # pruned student is the teacher's own architecture, a different regime from the sweep's.
+        seed0 = prune_seeds[0]
+        prune_candidates = {}
+        for alpha in prune_alphas:
+            for t in prune_temperatures:
+                logging.info("%s + distill, choosing on validation: alpha=%g T=%g, seed %d", tag, alpha, t, seed0)
+                net, info = runner.pruned(seed0, teacher_net, alpha, t)
+                rec = runner.measure(net, f"{tag} + distill alpha={alpha:g} T={t:g} seed {seed0}",
+                                     role="prune_selection", seed=seed0, alpha=alpha, temperature=t, **info)
+                prune_candidates[(alpha, t)] = rec
+                records.append(rec)
+        p_alpha, p_temp = max(prune_candidates, key=lambda k: prune_candidates[k]["val_accuracy"])
+        logging.info("Chose alpha=%g T=%g for prune + distill on the validation split", p_alpha, p_temp)
+        prune_selection = dict(candidates=prune_candidates, chosen=(p_alpha, p_temp))
         for label, alpha in (("fine-tune", None), ("distill", p_alpha)):
             runs = []
             for seed in prune_seeds:
-                logging.info("%s + %s, seed %d", tag, label, seed)
-                net, info = runner.pruned(seed, teacher_net, alpha, p_temp if alpha is not None else None)
                 extra = {"alpha": alpha, "temperature": p_temp} if alpha is not None else {}
-                runs.append(runner.measure(net, f"{tag} + {label} seed {seed}", role=f"prune_{label}", seed=seed,
-                                           **extra, **info))
+                if alpha is not None and seed == seed0:
+                    rec = dict(prune_candidates[(p_alpha, p_temp)], variant=f"{tag} + {label} seed {seed}",
+                               role=f"prune_{label}")
+                else:
+                    logging.info("%s + %s, seed %d", tag, label, seed)
+                    net, info = runner.pruned(seed, teacher_net, alpha, p_temp if alpha is not None else None)
+                    rec = runner.measure(net, f"{tag} + {label} seed {seed}", role=f"prune_{label}", seed=seed,
+                                         **extra, **info)
+                runs.append(rec)
             records += runs
             mean = _mean_record(f"{tag} + {label}", runs, role=f"prune_{label}_mean",
                                 sparsity=statistics.fmean(r["sparsity"] for r in runs), **extra)
@@ -345,12 +367,13 @@ def run(output_dir: str, dataset="mnist", teacher="lenet5", teacher_model=None, 
     kc.export.write_atomic(os.path.join(output_dir, "flags.json"), json.dumps(resolved, indent=2) + "\n")
     kc.reporting.write_results(output_dir, records, resolved, title="Distillation", columns=_COLUMNS)
     kc.export.write_atomic(os.path.join(output_dir, "report.md"),
-                           _report(records, summary, best, prune_rows, teacher_net, args, chosen_alpha, candidates,
-                                   gain, total_s))
+                           _report(records, summary, best, prune_rows, prune_selection, args, chosen_alpha,
+                                   candidates, gain, total_s))
     return records
 
 
-def _report(records, summary, best, prune_rows, teacher_net, args, chosen_alpha, candidates, gain, total_s) -> str:
+def _report(records, summary, best, prune_rows, prune_selection, args, chosen_alpha, candidates, gain,
+            total_s) -> str:
     teacher_rec = records[0]
     scratch = summary[0]
     ratio = teacher_rec["params"] / scratch["params"]
@@ -374,6 +397,11 @@ def _report(records, summary, best, prune_rows, teacher_net, args, chosen_alpha,
             f"\n## Prune {100 * args['prune_sparsity']:g}% + recovery ({args['prune_epochs']} epochs, "
             f"seeds {', '.join(map(str, args['prune_seeds']))})\n",
             _prune_table(prune_rows, args["prune_seeds"]),
+            f"\nalpha and T of prune + distill chosen on the validation split (seed {args['prune_seeds'][0]}):\n",
+            "| alpha | T | val accuracy (%) | test accuracy (%) |\n|---:|---:|---:|---:|\n"
+            + "".join(f"| {a:g} | {t:g}{' (chosen)' if (a, t) == prune_selection['chosen'] else ''} | "
+                      f"{_pct(r['val_accuracy'])} | {_pct(r['accuracy'])} |\n"
+                      for (a, t), r in prune_selection["candidates"].items()),
         ]
     parts.append(
         f"\nProtocol: {args['teacher']} trained with the baseline protocol; every student trained for "
@@ -394,7 +422,7 @@ def main(argv):
     run(FLAGS.output_dir, FLAGS.dataset, FLAGS.teacher, FLAGS.teacher_model, FLAGS.teacher_epochs, FLAGS.student,
         FLAGS.epochs, FLAGS.batch_size, FLAGS.learning_rate, FLAGS.temperatures, FLAGS.alphas,
         FLAGS.alpha_temperature, FLAGS.seeds, FLAGS.validation_split, FLAGS.prune_sparsity, FLAGS.prune_epochs,
-        FLAGS.prune_seeds, FLAGS.prune_alpha, FLAGS.prune_temperature, FLAGS.hint, FLAGS.hint_weight,
+        FLAGS.prune_seeds, FLAGS.prune_alphas, FLAGS.prune_temperatures, FLAGS.hint, FLAGS.hint_weight,
         FLAGS.data_dir, FLAGS.max_train, FLAGS.max_test, FLAGS.latency_runs, FLAGS.strategy, values)
     with open(os.path.join(FLAGS.output_dir, "report.md"), encoding="utf-8") as f:
         print(f.read())

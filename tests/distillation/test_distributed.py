@@ -21,12 +21,11 @@ def _train(strategy, teacher_weights, ds, sample_weight):
     return history, evaluation, student.get_weights()
 
 
-def test_mirrored_strategy_matches_one_device(mnist_small, trained_lenet):
+def test_mirrored_strategy_matches_one_device(mnist_small, trained_lenet, mirrored):
     assert len(tf.config.list_logical_devices("CPU")) >= 2
     weights = np.random.default_rng(0).uniform(0.5, 2.0, 141).astype(np.float32)
     one, one_eval, one_w = _train(tf.distribute.OneDeviceStrategy("/cpu:0"), trained_lenet.get_weights(),
                                   mnist_small, weights)
-    mirrored = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
     assert mirrored.num_replicas_in_sync == 2
     two, two_eval, two_w = _train(mirrored, trained_lenet.get_weights(), mnist_small, weights)
     assert set(one) == set(two) == {

@@ -21,7 +21,7 @@ def test_distill_script_writes_every_output(tmp_path):
     out = tmp_path / "run"
     cmd = [sys.executable, str(SCRIPT), "--teacher_epochs=1", "--student=tiny_cnn", "--epochs=1", "--batch_size=64",
            "--learning_rate=0.003", "--temperatures=1,4", "--alphas=0.1,0.5", "--alpha_temperature=4", "--seeds=3",
-           "--prune_seeds=0", "--prune_epochs=1", "--max_train=1000", "--max_test=200", "--latency_runs=3",
+           "--prune_seeds=0", "--prune_epochs=1", "--prune_alphas=0.5", "--prune_temperatures=1,2", "--max_train=1000", "--max_test=200", "--latency_runs=3",
            f"--output_dir={out}"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=dict(os.environ))
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -41,6 +41,7 @@ def test_distill_script_writes_every_output(tmp_path):
     assert scratch["params"] == 2922 and 0.3 < scratch["accuracy"] <= 1.0 and scratch["num_seeds"] == 1
     assert scratch["accuracy"] == by_role["scratch"][0]["accuracy"]
     assert sum(bool(r.get("best_by_validation")) for r in by_role["distilled_mean"]) == 1
+    assert len(by_role["prune_selection"]) == 2
     for role in ("prune_fine-tune", "prune_distill"):
         (row,) = by_role[role]
         assert abs(row["sparsity"] - 0.8) < 0.01 and row["nonzero_params"] < 0.3 * row["params"]
@@ -66,7 +67,7 @@ def test_seed_means_and_tables():
 
 @pytest.mark.parametrize("kwargs, match", [
     (dict(temperatures=["1", "-2"]), "temperatures must be a non-empty list of finite positive numbers"),
-    (dict(alphas=["1.5"]), r"alphas must lie in \[0, 1\], got \[1.5\]"),
+    (dict(alphas=["1.5"]), r"alphas and prune_alphas must lie in \[0, 1\], got \[1.5\]"),
     (dict(seeds=[]), "seeds must name at least one seed"),
     (dict(hint="conv2"), "hint must be 'student_layer:teacher_layer', got 'conv2'"),
     (dict(validation_split=0.0), "validation_split must be > 0"),
