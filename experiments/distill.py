@@ -16,8 +16,9 @@
    distillation are chosen on the validation split from --prune_alphas x
    --prune_temperatures (first prune seed).
 
-Every model is measured with ``kc.evaluation.evaluate`` (accuracy over the test set,
-parameters, float32 flatbuffer bytes and gzip bytes, single-sample latency). Writes
+Every model is measured with ``kc.evaluation.evaluate`` on the Keras model (accuracy
+over the test set, parameters, float32 flatbuffer bytes and gzip bytes, single-sample
+Keras latency). Writes
 results.json, results.csv, report.md and flags.json into --output_dir.
 """
 
@@ -411,7 +412,8 @@ def _report(records, summary, best, prune_rows, prune_selection, args, chosen_al
         "Distillation loss: alpha * CE(y, s) + (1 - alpha) * T^2 * KL(softmax(t/T) || softmax(s/T)). "
         "alpha and the best T are chosen on the validation split, never on the test set. Accuracy over the "
         "whole test set in Keras; bytes are the float32 flatbuffer (gzip: zlib-9); latency is the median "
-        f"single-sample LiteRT invocation on one thread. Total run time {total_s / 60:.1f} min.\n"
+        "single-sample Keras call (kc.evaluation.evaluate of the Keras model; noisy on a shared machine). "
+        f"Total run time {total_s / 60:.1f} min.\n"
     )
     return "\n".join(parts)
 
