@@ -46,6 +46,31 @@ def _unwrap(layer):
     return layer
 
 
+def _model_params(model) -> int:
+    """Parameters of ``model``'s own layers, not the pruning masks or quantizer ranges wrapped around them.
+
+    ``count_params`` counts those too, which doubles a pruned model's kernels.
+    """
+    seen, total = set(), 0
+
+    def visit(layer):
+        nonlocal total
+        inner = _unwrap(layer)
+        if isinstance(inner, keras.Model):
+            for sub in inner.layers:
+                visit(sub)
+            return
+        # A wrapper's own variables (masks, thresholds, ranges) are bookkeeping; the wrapped layer's count.
+        for w in inner.weights:
+            if id(w) not in seen:
+                seen.add(id(w))
+                total += int(w.shape.num_elements() or 0)
+
+    for layer in getattr(model, "layers", []):
+        visit(layer)
+    return total
+
+
 def ends_with_softmax(model) -> bool:
     """True when ``model``'s last layer turns logits into probabilities (softmax)."""
     layers = getattr(model, "layers", None)
@@ -206,11 +231,12 @@ class Distiller(keras.Model):
                 "targets, but probabilities that underflowed to 0 are floored at %g).",
                 teacher.name, _PROBABILITY_FLOOR,
             )
-        if teacher.count_params() < student.count_params():
+        teacher_params, student_params = _model_params(teacher), _model_params(student)
+        if teacher_params < student_params:
             logging.warning(
                 "teacher %r has fewer parameters (%d) than student %r (%d); teacher and student may be swapped "
                 "(Distiller(student=..., teacher=...)).",
-                teacher.name, teacher.count_params(), student.name, student.count_params(),
+                teacher.name, teacher_params, student.name, student_params,
             )
         self.student = student
         self.teacher = teacher

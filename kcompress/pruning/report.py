@@ -15,6 +15,22 @@ def _wrappers(model):
     return [layer for layer in _all_layers(model) if is_pruning_wrapper(layer)]
 
 
+def _own_weights(model) -> list:
+    """The weights of ``model.layers`` and those the model created itself, each once.
+
+    Not ``model.weights``: a model may hold weights it does not train or ship, e.g. a
+    ``Distiller``'s frozen teacher, which stays out of its ``layers``.
+    """
+    seen, out = set(), []
+    # Keras keeps a layer's own add_weight() variables in these two lists.
+    own = list(getattr(model, "_trainable_weights", [])) + list(getattr(model, "_non_trainable_weights", []))
+    for w in [*(w for layer in model.layers for w in layer.weights), *own]:
+        if id(w) not in seen:
+            seen.add(id(w))
+            out.append(w)
+    return out
+
+
 @dataclasses.dataclass(frozen=True)
 class LayerSparsity:
     """Zeros in one layer's prunable kernel."""
@@ -35,8 +51,9 @@ class SparsityReport:
     Attributes:
         layers: per prunable layer (kernels; masks applied for wrapped layers).
         prunable: fraction of zeros over all prunable kernels.
-        overall: fraction of zeros over every float weight of the model (biases and
-            BatchNorm included; pruning masks and thresholds excluded).
+        overall: fraction of zeros over every float weight of the model's layers (biases and
+            BatchNorm included; pruning masks and thresholds excluded; a ``Distiller``'s
+            teacher, which is not in its ``layers``, excluded).
         params, zeros: counts behind ``overall``.
     """
 
@@ -79,7 +96,7 @@ def sparsity(model) -> SparsityReport:
     prunable_zeros = sum(x.zeros for x in layers)
     masks = {id(w): m for layer in _wrappers(model) for w, m, _ in layer.pruning_vars}
     params = zeros = 0
-    for w in model.weights:
+    for w in _own_weights(model):
         if w.dtype.is_floating and not any(t in w.name for t in ("mask", "threshold", "pruning_step")):
             values = w.numpy() * masks[id(w)].numpy() if id(w) in masks else w.numpy()
             params += values.size

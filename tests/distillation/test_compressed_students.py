@@ -1,5 +1,7 @@
 """Prune -> distill and QAT -> distill are one ``fit`` each."""
 
+import logging
+
 import numpy as np
 import pytest
 import tensorflow_model_optimization as tfmot
@@ -50,3 +52,34 @@ def test_qat_then_distill_in_one_fit(mnist_small, fresh_copy):
     assert result["accuracy"] > 0.9
     assert result["size_bytes"] < 0.4 * kc.evaluation.evaluate(fresh_copy(), mnist_small, max_samples=10,
                                                                  latency_runs=1)["size_bytes"]
+
+
+@pytest.mark.parametrize("compress", ["prune", "qat"])
+def test_compressed_copy_of_the_teacher_is_not_taken_for_a_swap(fresh_copy, caplog, compress):
+    # Pruning masks and quantizer ranges make count_params() of the copy larger than the teacher's.
+    teacher = fresh_copy()
+    if compress == "prune":
+        student = kc.pruning.prune(fresh_copy(), kc.pruning.ConstantSparsity(0.8))
+    else:
+        student = kc.quantization.quantize_aware(fresh_copy())
+    assert student.count_params() > teacher.count_params()
+    with caplog.at_level(logging.WARNING):
+        kc.distillation.Distiller(student=student, teacher=teacher)
+    assert "may be swapped" not in caplog.text
+    with caplog.at_level(logging.WARNING):  # the real swap still warns
+        kc.distillation.Distiller(student=teacher, teacher=kc.models.get("tiny_cnn"))
+    assert "teacher and student may be swapped" in caplog.text
+
+
+def test_sparsity_of_a_distiller_counts_only_the_student(fresh_copy):
+    student = kc.pruning.prune(fresh_copy(), kc.pruning.ConstantSparsity(0.8))
+    d = kc.distillation.Distiller(student=student, teacher=fresh_copy())
+    x = np.zeros((2, 28, 28, 1), np.float32)
+    d.compile()
+    d.fit(x, np.zeros(2), epochs=1, verbose=0, callbacks=kc.pruning.callbacks(per_layer=False))
+    report, of_student = kc.pruning.sparsity(d), kc.pruning.sparsity(student)
+    assert report.prunable == pytest.approx(0.8, abs=0.01)
+    assert (report.params, report.zeros) == (of_student.params, of_student.zeros)
+    # The dense teacher's 61,706 weights would pull the overall sparsity far below the student's.
+    assert report.params == fresh_copy().count_params()
+    assert report.overall > 0.75
