@@ -12,9 +12,13 @@
    reported for all of them.
 4. Prunes the teacher to --prune_sparsity (polynomial ramp over the first half of
    --prune_epochs) and recovers it for --prune_epochs, once with plain fine-tuning and
-   once distilling from the unpruned teacher, per --prune_seeds; alpha and T of the
-   distillation are chosen on the validation split from --prune_alphas x
-   --prune_temperatures (first prune seed).
+   once distilling from the unpruned teacher, per --prune_seeds. The distillation
+   matches the teacher's logits and, with --prune_hint (default fc2:fc2), the
+   teacher's own features of that layer (a FitNets hint without a regressor: the
+   pruned student has the teacher's shapes). alpha, T and the hint weight are chosen
+   on the validation split from --prune_alphas x --prune_temperatures x
+   --prune_hint_weights (first prune seed); the chosen alpha and T without the hint
+   (logits only) are run too, so the table shows what the hint adds.
 
 Every model is measured with ``kc.evaluation.evaluate`` on the Keras model (accuracy
 over the test set, parameters, float32 flatbuffer bytes and gzip bytes, single-sample
@@ -58,9 +62,11 @@ def define_flags():
     flags.DEFINE_float("validation_split", 0.1, "Fraction of the training split held out for model selection.")
     flags.DEFINE_float("prune_sparsity", 0.8, "Target sparsity of prune + fine-tune / prune + distill (0 skips).")
     flags.DEFINE_integer("prune_epochs", 4, "Recovery epochs of both pruned variants.", lower_bound=1)
-    flags.DEFINE_list("prune_seeds", ["0", "1", "2"], "Seeds of the pruning comparison.")
+    flags.DEFINE_list("prune_seeds", ["0", "1", "2", "3", "4"], "Seeds of the pruning comparison.")
     flags.DEFINE_list("prune_alphas", ["0.5", "0.9"], "Candidate alphas of prune + distill (chosen on validation).")
-    flags.DEFINE_list("prune_temperatures", ["1", "2", "4"], "Candidate temperatures of prune + distill.")
+    flags.DEFINE_list("prune_temperatures", ["1", "2"], "Candidate temperatures of prune + distill.")
+    flags.DEFINE_string("prune_hint", "fc2:fc2", "student_layer:teacher_layer hint of prune + distill ('' for logits only).")
+    flags.DEFINE_list("prune_hint_weights", ["0.03", "0.1"], "Candidate hint weights of prune + distill (with --prune_hint).")
     flags.DEFINE_string("hint", None, "student_layer:teacher_layer: also distill with a FitNets hint at the best T.")
     flags.DEFINE_float("hint_weight", 0.1, "Weight of the hint loss (with --hint).", lower_bound=0.0)
     flags.DEFINE_string("output_dir", "runs/distill", "Folder for results and artefacts.")
@@ -80,6 +86,16 @@ def _floats(values, name, positive=False):
     if not out or any(not math.isfinite(v) or (positive and v <= 0) for v in out):
         raise ValueError(f"{name} must be a non-empty list of finite{' positive' if positive else ''} numbers, got {values!r}.")
     return out
+
+
+def _hint_layers(value, name):
+    """``'student_layer:teacher_layer'`` -> a pair of names; ``None`` / ``''`` -> ``None``."""
+    if not value:
+        return None
+    parts = value.split(":") if isinstance(value, str) else []
+    if len(parts) != 2 or not all(parts):
+        raise ValueError(f"{name} must be 'student_layer:teacher_layer', got {value!r}.")
+    return tuple(parts)
 
 
 def _ints(values, name):
@@ -158,8 +174,12 @@ class _Runner:
         info = self.fit(model, a["epochs"])
         return student, info
 
-    def pruned(self, seed, teacher, alpha=None, temperature=None):
-        """The teacher pruned to prune_sparsity and recovered by fine-tuning (alpha None) or distillation."""
+    def pruned(self, seed, teacher, alpha=None, temperature=None, hint=None, hint_weight=0.0):
+        """The teacher pruned to prune_sparsity and recovered by fine-tuning (alpha None) or distillation.
+
+        With ``hint`` (student_layer, teacher_layer) and ``hint_weight > 0`` the pruned student
+        also matches the teacher's features of that layer (no regressor: equal shapes).
+        """
         a = self.args
         spe = kc.pruning.steps_per_epoch(len(self.ds.x_train), a["batch_size"], a["validation_split"])
         schedule = kc.pruning.PolynomialDecay.from_epochs(
@@ -171,6 +191,10 @@ class _Runner:
             pruned = kc.pruning.prune(dense, schedule)
             if alpha is None:
                 model = kc.models.compile_classifier(pruned, a["learning_rate"])
+            elif hint and hint_weight:
+                model = kc.distillation.HintDistiller(pruned, teacher, student_layer=hint[0], teacher_layer=hint[1])
+                model.compile(self.optimizer(), metrics=["accuracy"], alpha=alpha, temperature=temperature,
+                              hint_weight=hint_weight)
             else:
                 model = kc.distillation.Distiller(student=pruned, teacher=teacher)
                 model.compile(self.optimizer(), metrics=["accuracy"], alpha=alpha, temperature=temperature)
@@ -217,7 +241,10 @@ def _prune_table(rows, seeds):
              + " | mean (%) | sparsity (%) | nonzero | gzip bytes |",
              "|---|" + "---:|" * (len(seeds) + 4)]
     for r in rows:
-        how = "" if r.get("alpha") is None else f" (T={r['temperature']:g}, alpha={r['alpha']:g})"
+        how = "" if r.get("alpha") is None else f" (T={r['temperature']:g}, alpha={r['alpha']:g}"
+        if r.get("hint_weight"):
+            how += f", hint {r['hint']} x{r['hint_weight']:g}"
+        how += ")" if how else ""
         lines.append(f"| {r['variant']}{how} | " + " | ".join(_pct(a) for a in r["seed_accuracies"])
                      + f" | {_pct(r['accuracy'])} | {_pct(r['sparsity'])} | {r['nonzero_params']:,} | {r['gzip_bytes']:,} |")
     return "\n".join(lines) + "\n"
@@ -226,15 +253,19 @@ def _prune_table(rows, seeds):
 def run(output_dir: str, dataset="mnist", teacher="lenet5", teacher_model=None, teacher_epochs=10,
         student="mlp_tiny", epochs=40, batch_size=256, learning_rate=1e-3, temperatures=(1, 2, 4, 6, 8, 10),
         alphas=(0.1, 0.5), alpha_temperature=4.0, seeds=(0, 1, 2), validation_split=0.1, prune_sparsity=0.8,
-        prune_epochs=4, prune_seeds=(0, 1, 2), prune_alphas=(0.5, 0.9), prune_temperatures=(1, 2, 4), hint=None,
-        hint_weight=0.1, data_dir=None, max_train=None, max_test=None, latency_runs=200, strategy="default",
-        flag_values=None) -> list[dict]:
+        prune_epochs=4, prune_seeds=(0, 1, 2, 3, 4), prune_alphas=(0.5, 0.9), prune_temperatures=(1, 2),
+        prune_hint="fc2:fc2", prune_hint_weights=(0.03, 0.1), hint=None, hint_weight=0.1, data_dir=None,
+        max_train=None, max_test=None, latency_runs=200, strategy="default", flag_values=None) -> list[dict]:
     """Runs the study and writes its outputs; returns the records."""
     temperatures = _floats(temperatures, "temperatures", positive=True)
     alphas = _floats(alphas, "alphas")
     seeds, prune_seeds = _ints(seeds, "seeds"), _ints(prune_seeds, "prune_seeds")
     prune_alphas = _floats(prune_alphas, "prune_alphas")
     prune_temperatures = _floats(prune_temperatures, "prune_temperatures", positive=True)
+    prune_hint_layers = _hint_layers(prune_hint, "prune_hint")
+    prune_hint_weights = _floats(prune_hint_weights, "prune_hint_weights") if prune_hint_layers else [0.0]
+    if any(w < 0 for w in prune_hint_weights):
+        raise ValueError(f"prune_hint_weights must be >= 0, got {prune_hint_weights!r}.")
     if any(not 0 <= x <= 1 for x in alphas + prune_alphas):
         raise ValueError(f"alphas and prune_alphas must lie in [0, 1], got {alphas!r} and {prune_alphas!r}.")
     if not seeds:
@@ -243,17 +274,14 @@ def run(output_dir: str, dataset="mnist", teacher="lenet5", teacher_model=None, 
         raise ValueError(f"validation_split must be > 0 (alpha and T are chosen on it), got {validation_split!r}.")
     if not 0 <= prune_sparsity < 1:
         raise ValueError(f"prune_sparsity must be in [0, 1), got {prune_sparsity!r}.")
-    hint_layers = None
-    if hint:
-        if hint.count(":") != 1:
-            raise ValueError(f"hint must be 'student_layer:teacher_layer', got {hint!r}.")
-        hint_layers = tuple(hint.split(":"))
+    hint_layers = _hint_layers(hint, "hint")
     args = dict(flag_values or {}, dataset=dataset, teacher=teacher, teacher_model=teacher_model,
                 teacher_epochs=teacher_epochs, student=student, epochs=epochs, batch_size=batch_size,
                 learning_rate=learning_rate, temperatures=temperatures, alphas=alphas,
                 alpha_temperature=float(alpha_temperature), seeds=seeds, validation_split=validation_split,
                 prune_sparsity=prune_sparsity, prune_epochs=prune_epochs, prune_seeds=prune_seeds,
-                prune_alphas=prune_alphas, prune_temperatures=prune_temperatures, hint=hint, hint_weight=hint_weight,
+                prune_alphas=prune_alphas, prune_temperatures=prune_temperatures, prune_hint=prune_hint or None,
+                prune_hint_weights=prune_hint_weights, hint=hint, hint_weight=hint_weight,
                 latency_runs=latency_runs, strategy=strategy)
     t_start = time.perf_counter()
     ds = kc.data.load(dataset, data_dir=data_dir)
@@ -323,46 +351,59 @@ def run(output_dir: str, dataset="mnist", teacher="lenet5", teacher_model=None, 
         summary.append(hint_summary)
     records += summary
 
-    prune_rows, prune_selection = [], None
+    prune_rows, prune_selection, prune_gain = [], None, None
     if prune_sparsity > 0 and prune_seeds:
         tag = f"prune {100 * prune_sparsity:g}%"
-        # alpha and T of prune + distill chosen on the validation split (first prune seed): the
-        # pruned student is the teacher's own architecture, a different regime from the sweep's.
+        hint_name = prune_hint_layers[0] if prune_hint_layers else None
+        # alpha, T and the hint weight of prune + distill chosen on the validation split (first
+        # prune seed): the pruned student is the teacher's own architecture, not the sweep's student.
         seed0 = prune_seeds[0]
         prune_candidates = {}
-        for alpha in prune_alphas:
-            for t in prune_temperatures:
-                logging.info("%s + distill, choosing on validation: alpha=%g T=%g, seed %d", tag, alpha, t, seed0)
-                net, info = runner.pruned(seed0, teacher_net, alpha, t)
-                rec = runner.measure(net, f"{tag} + distill alpha={alpha:g} T={t:g} seed {seed0}",
-                                     role="prune_selection", seed=seed0, alpha=alpha, temperature=t, **info)
-                prune_candidates[(alpha, t)] = rec
-                records.append(rec)
-        p_alpha, p_temp = max(prune_candidates, key=lambda k: prune_candidates[k]["val_accuracy"])
-        logging.info("Chose alpha=%g T=%g for prune + distill on the validation split", p_alpha, p_temp)
-        prune_selection = dict(candidates=prune_candidates, chosen=(p_alpha, p_temp))
-        for label, alpha in (("fine-tune", None), ("distill", p_alpha)):
+        grid = [(a_, t_, w_) for a_ in prune_alphas for t_ in prune_temperatures for w_ in prune_hint_weights]
+        for i, (alpha, t, w) in enumerate(grid, 1):
+            logging.info("[%d/%d] %s + distill, choosing on validation: alpha=%g T=%g hint weight %g, seed %d",
+                         i, len(grid), tag, alpha, t, w, seed0)
+            net, info = runner.pruned(seed0, teacher_net, alpha, t, prune_hint_layers, w)
+            rec = runner.measure(net, f"{tag} + distill alpha={alpha:g} T={t:g} hint={w:g} seed {seed0}",
+                                 role="prune_selection", seed=seed0, alpha=alpha, temperature=t, hint=hint_name,
+                                 hint_weight=w, **info)
+            prune_candidates[(alpha, t, w)] = rec
+            records.append(rec)
+        chosen = max(prune_candidates, key=lambda k: prune_candidates[k]["val_accuracy"])  # ties: first in grid
+        p_alpha, p_temp, p_weight = chosen
+        logging.info("Chose alpha=%g T=%g hint weight %g for prune + distill on the validation split", *chosen)
+        prune_selection = dict(candidates=prune_candidates, chosen=chosen)
+        arms = [("fine-tune", None, 0.0), ("distill", p_alpha, p_weight)]
+        if p_weight:
+            arms.append(("distill-logits", p_alpha, 0.0))  # the same alpha and T without the hint
+        for label, alpha, w in arms:
             runs = []
+            extra = {} if alpha is None else {"alpha": alpha, "temperature": p_temp, "hint": hint_name if w else None,
+                                              "hint_weight": w}
             for seed in prune_seeds:
-                extra = {"alpha": alpha, "temperature": p_temp} if alpha is not None else {}
-                if alpha is not None and seed == seed0:
-                    rec = dict(prune_candidates[(p_alpha, p_temp)], variant=f"{tag} + {label} seed {seed}",
-                               role=f"prune_{label}")
+                if label == "distill" and seed == seed0:
+                    rec = dict(prune_candidates[chosen], variant=f"{tag} + {label} seed {seed}", role=f"prune_{label}")
                 else:
                     logging.info("%s + %s, seed %d", tag, label, seed)
-                    net, info = runner.pruned(seed, teacher_net, alpha, p_temp if alpha is not None else None)
+                    net, info = runner.pruned(seed, teacher_net, alpha, p_temp if alpha is not None else None,
+                                              prune_hint_layers, w)
                     rec = runner.measure(net, f"{tag} + {label} seed {seed}", role=f"prune_{label}", seed=seed,
                                          **extra, **info)
                 runs.append(rec)
             records += runs
-            mean = _mean_record(f"{tag} + {label}", runs, role=f"prune_{label}_mean",
+            mean = _mean_record(f"{tag} + {label.replace('-', ', ')}", runs, role=f"prune_{label}_mean",
                                 sparsity=statistics.fmean(r["sparsity"] for r in runs), **extra)
             prune_rows.append(mean)
         records += prune_rows
+        prune_gain = 100 * (prune_rows[1]["accuracy"] - prune_rows[0]["accuracy"])
+        logging.info("%s + distill %.3f%% vs + fine-tune %.3f%% (%+.3f pts, %d seeds)", tag,
+                     100 * prune_rows[1]["accuracy"], 100 * prune_rows[0]["accuracy"], prune_gain, len(prune_seeds))
 
     total_s = time.perf_counter() - t_start
     resolved = dict(args, chosen_alpha=chosen_alpha, best_temperature=best["temperature"],
-                    gain_points=gain, total_seconds=total_s)
+                    gain_points=gain, prune_gain_points=prune_gain, total_seconds=total_s)
+    if prune_selection:
+        resolved["prune_chosen"] = dict(zip(("alpha", "temperature", "hint_weight"), prune_selection["chosen"], strict=True))
     resolved["machine"] = f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.python_implementation()} {platform.python_version()}"
     resolved["tensorflow"] = kc._keras.tf.__version__
     kc.export.write_atomic(os.path.join(output_dir, "flags.json"), json.dumps(resolved, indent=2) + "\n")
@@ -394,22 +435,29 @@ def _report(records, summary, best, prune_rows, prune_selection, args, chosen_al
                   for a, r in candidates.items()),
     ]
     if prune_rows:
+        ft, dist = prune_rows[0], prune_rows[1]
+        wins = sum(d > f for d, f in zip(dist["seed_accuracies"], ft["seed_accuracies"], strict=True))
         parts += [
             f"\n## Prune {100 * args['prune_sparsity']:g}% + recovery ({args['prune_epochs']} epochs, "
             f"seeds {', '.join(map(str, args['prune_seeds']))})\n",
+            f"**Prune + distill {_pct(dist['accuracy'])}% vs prune + fine-tune {_pct(ft['accuracy'])}%: "
+            f"{100 * (dist['accuracy'] - ft['accuracy']):+.3f} points (mean of {len(args['prune_seeds'])} seeds, "
+            f"better on {wins} of them), equal epochs.**\n",
             _prune_table(prune_rows, args["prune_seeds"]),
-            f"\nalpha and T of prune + distill chosen on the validation split (seed {args['prune_seeds'][0]}):\n",
-            "| alpha | T | val accuracy (%) | test accuracy (%) |\n|---:|---:|---:|---:|\n"
-            + "".join(f"| {a:g} | {t:g}{' (chosen)' if (a, t) == prune_selection['chosen'] else ''} | "
+            f"\nalpha, T and hint weight of prune + distill chosen on the validation split (seed "
+            f"{args['prune_seeds'][0]}; hint: {args['prune_hint'] or 'none'}):\n",
+            "| alpha | T | hint weight | val accuracy (%) | test accuracy (%) |\n|---:|---:|---:|---:|---:|\n"
+            + "".join(f"| {a:g} | {t:g} | {w:g}{' (chosen)' if (a, t, w) == prune_selection['chosen'] else ''} | "
                       f"{_pct(r['val_accuracy'])} | {_pct(r['accuracy'])} |\n"
-                      for (a, t), r in prune_selection["candidates"].items()),
+                      for (a, t, w), r in prune_selection["candidates"].items()),
         ]
     parts.append(
         f"\nProtocol: {args['teacher']} trained with the baseline protocol; every student trained for "
         f"{args['epochs']} epochs with Adam {args['learning_rate']:g}, batch {args['batch_size']}, the last "
         f"{args['validation_split']:g} of the training split held out, weights of the best validation epoch kept; "
         "the same seed gives the same initial weights and data order to the scratch and distilled students. "
-        "Distillation loss: alpha * CE(y, s) + (1 - alpha) * T^2 * KL(softmax(t/T) || softmax(s/T)). "
+        "Distillation loss: alpha * CE(y, s) + (1 - alpha) * T^2 * KL(softmax(t/T) || softmax(s/T)) "
+        "(+ hint weight * MSE of the hint layer's features, for prune + distill with a hint). "
         "alpha and the best T are chosen on the validation split, never on the test set. Accuracy over the "
         "whole test set in Keras; bytes are the float32 flatbuffer (gzip: zlib-9); latency is the median "
         "single-sample Keras call (kc.evaluation.evaluate of the Keras model; noisy on a shared machine). "
@@ -424,7 +472,8 @@ def main(argv):
     run(FLAGS.output_dir, FLAGS.dataset, FLAGS.teacher, FLAGS.teacher_model, FLAGS.teacher_epochs, FLAGS.student,
         FLAGS.epochs, FLAGS.batch_size, FLAGS.learning_rate, FLAGS.temperatures, FLAGS.alphas,
         FLAGS.alpha_temperature, FLAGS.seeds, FLAGS.validation_split, FLAGS.prune_sparsity, FLAGS.prune_epochs,
-        FLAGS.prune_seeds, FLAGS.prune_alphas, FLAGS.prune_temperatures, FLAGS.hint, FLAGS.hint_weight,
+        FLAGS.prune_seeds, FLAGS.prune_alphas, FLAGS.prune_temperatures, FLAGS.prune_hint,
+        FLAGS.prune_hint_weights, FLAGS.hint, FLAGS.hint_weight,
         FLAGS.data_dir, FLAGS.max_train, FLAGS.max_test, FLAGS.latency_runs, FLAGS.strategy, values)
     with open(os.path.join(FLAGS.output_dir, "report.md"), encoding="utf-8") as f:
         print(f.read())

@@ -5,10 +5,12 @@ from __future__ import annotations
 import math
 
 from kcompress._keras import keras, tf
-from kcompress.distillation.distiller import Distiller
+from kcompress.distillation.distiller import Distiller, _unwrap
 from kcompress.distillation.losses import hint_loss
 
 __all__ = ["HintDistiller"]
+
+_REGRESSORS = ("auto", "learned", "identity")
 
 
 def _check_hint_weight(hint_weight) -> float:
@@ -29,9 +31,15 @@ def _feature_model(model, layer_name, argname):
             f"{layer_name!r}, got {type(model).__name__}."
         )
     names = [layer.name for layer in model.layers]
-    if layer_name not in names:
+    # A pruned or QAT copy wraps its layers (``prune_low_magnitude_fc2``); the wrapped name works too.
+    inner = {_unwrap(layer).name: layer for layer in model.layers if _unwrap(layer) is not layer}
+    if layer_name in names:
+        layer = model.get_layer(layer_name)
+    elif layer_name in inner:
+        layer = inner[layer_name]
+    else:
         raise ValueError(f"{argname}_layer must name a layer of {argname} {model.name!r} (one of {names}), got {layer_name!r}.")
-    features = model.get_layer(layer_name).output
+    features = layer.output
     return keras.Model(model.inputs, [model.outputs[0], features], name=f"{model.name}_hint")
 
 
@@ -46,40 +54,66 @@ class _Untracked:
 class HintDistiller(Distiller):
     """:class:`Distiller` plus a FitNets hint (Romero et al. 2015) on an intermediate layer.
 
-    A small trained regressor maps the student's ``student_layer`` activations to
-    the shape of the teacher's ``teacher_layer`` activations (a ``Dense`` layer for
-    ``(batch, units)`` features, a 1x1 ``Conv2D`` for ``(batch, h, w, c)`` maps of
-    equal height and width), and ``hint_weight`` times their mean squared error is
-    added to the loss:
+    The student's ``student_layer`` activations are compared with the teacher's
+    ``teacher_layer`` activations, and ``hint_weight`` times their mean squared
+    error is added to the loss:
     ``alpha * student_loss + (1 - alpha) * T^2 * KL + hint_weight * hint_loss``.
-    The regressor is trained with the student and is not part of it, so the
-    deployed student is unchanged in size. ``hint_loss`` is logged too.
+    ``hint_loss`` is logged too.
+
+    When the two activations differ in shape (a thinner student), a small trained
+    regressor maps the student's to the teacher's shape: a ``Dense`` layer for
+    ``(batch, units)`` features, a 1x1 ``Conv2D`` for ``(batch, h, w, c)`` maps of
+    equal height and width. It trains with the student and is not part of it, so
+    the deployed student is unchanged in size. When the shapes are equal, as for a
+    pruned or quantization-aware copy of the teacher, the default
+    (``regressor="auto"``) compares them directly: the student must reproduce the
+    teacher's own features, a dense target (e.g. 84 values per example for
+    LeNet-5's ``fc2``) that recovers a pruned copy better than logits alone (see
+    ``experiments/distill.py``). Layer names inside pruning / QAT wrappers work as
+    they are (``"fc2"`` finds ``prune_low_magnitude_fc2``).
 
     Args:
         student: a Functional/Sequential tf_keras model with logits output.
         teacher: a trained Functional/Sequential tf_keras model.
         student_layer: name of the student layer whose output is guided.
         teacher_layer: name of the teacher layer that gives the hint.
+        regressor: ``"auto"`` (identity for equal shapes, else learned), ``"learned"``
+            (always a trained regressor, as in FitNets) or ``"identity"`` (shapes must match).
         **kwargs: passed to ``keras.Model``.
 
     Raises:
         TypeError: subclassed models or a layer name that is not a string.
-        ValueError: an unknown layer name, feature shapes no regressor can map, and
-            everything :class:`Distiller` rejects.
+        ValueError: an unknown layer name or ``regressor``, feature shapes no regressor
+            can map (or that differ, with ``"identity"``), and everything
+            :class:`Distiller` rejects.
 
     Example:
         >>> d = kc.distillation.HintDistiller(student, teacher, student_layer="conv2",
         ...                                   teacher_layer="conv2")
         >>> d.compile("adam", metrics=["accuracy"], alpha=0.1, temperature=4, hint_weight=0.5)
+        >>> # Recovering a pruned copy of the teacher: its own fc2 features are the hint.
+        >>> pruned = kc.pruning.prune(teacher, kc.pruning.ConstantSparsity(0.8))
+        >>> d = kc.distillation.HintDistiller(pruned, teacher, student_layer="fc2", teacher_layer="fc2")
+        >>> d.compile("adam", metrics=["accuracy"], alpha=0.5, temperature=1, hint_weight=0.1)
     """
 
-    def __init__(self, student, teacher, student_layer: str, teacher_layer: str, **kwargs):
+    def __init__(self, student, teacher, student_layer: str, teacher_layer: str, regressor: str = "auto",
+                 **kwargs):
+        if regressor not in _REGRESSORS:
+            raise ValueError(f"regressor must be one of {list(_REGRESSORS)}, got {regressor!r}.")
         super().__init__(student, teacher, **kwargs)
-        self.student_layer, self.teacher_layer = student_layer, teacher_layer
+        self.student_layer, self.teacher_layer, self.regressor_mode = student_layer, teacher_layer, regressor
         s_model = _feature_model(student, student_layer, "student")
         t_model = _feature_model(teacher, teacher_layer, "teacher")
         s_shape, t_shape = tuple(s_model.output_shape[1]), tuple(t_model.output_shape[1])
-        if len(s_shape) == 2 and len(t_shape) == 2:
+        if regressor == "identity" and s_shape != t_shape:
+            raise ValueError(
+                f"regressor='identity' needs equal feature shapes, got student_layer {student_layer!r} output "
+                f"{s_shape} and teacher_layer {teacher_layer!r} output {t_shape}; use regressor='auto' or 'learned'."
+            )
+        if regressor != "learned" and s_shape == t_shape:
+            regressor = None
+        elif len(s_shape) == 2 and len(t_shape) == 2:
             regressor = keras.layers.Dense(t_shape[-1], name="hint_regressor")
         elif len(s_shape) == 4 and len(t_shape) == 4 and s_shape[1:3] == t_shape[1:3]:
             regressor = keras.layers.Conv2D(t_shape[-1], 1, name="hint_regressor")
@@ -88,8 +122,9 @@ class HintDistiller(Distiller):
                 f"student_layer {student_layer!r} outputs {s_shape} and teacher_layer {teacher_layer!r} outputs "
                 f"{t_shape}; a hint needs (batch, units) for both or (batch, h, w, c) maps of equal h and w."
             )
-        regressor.build(s_shape)
-        self.regressor = regressor
+        if regressor is not None:
+            regressor.build(s_shape)
+        self.regressor = regressor  # None: the features are compared as they are
         self._hint = _Untracked(student=s_model, teacher=t_model)
         self.hint_weight = 1.0
         self.hint_loss_tracker = keras.metrics.Mean(name="hint_loss")
@@ -108,7 +143,8 @@ class HintDistiller(Distiller):
         self._compile_args["hint_weight"] = hint_weight
 
     def get_config(self):
-        return {**super().get_config(), "student_layer": self.student_layer, "teacher_layer": self.teacher_layer}
+        return {**super().get_config(), "student_layer": self.student_layer, "teacher_layer": self.teacher_layer,
+                "regressor": self.regressor_mode}
 
     def _trackers(self):
         return [*super()._trackers(), self.hint_loss_tracker]
@@ -119,10 +155,11 @@ class HintDistiller(Distiller):
 
     def _student_outputs(self, x, training):
         logits, features = self._hint.student(x, training=training)
-        return [logits, self.regressor(features)]
+        return [logits, features if self.regressor is None else self.regressor(features)]
 
     def _variables_to_train(self):
-        return [*self.student.trainable_variables, *self.regressor.trainable_variables]
+        extra = [] if self.regressor is None else self.regressor.trainable_variables
+        return [*self.student.trainable_variables, *extra]
 
     def _term_weights(self) -> dict:
         return {**super()._term_weights(), "hint_loss": self.hint_weight}

@@ -8,6 +8,7 @@ fine-tuning to a :class:`Distill` stage placed right after them.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 
 from kcompress._keras import keras
@@ -264,6 +265,10 @@ class Distill(Stage):
         epochs: training epochs (None: the previous stage's; 10 when standalone).
         learning_rate: Adam rate (None: the previous stage's; 1e-3 when standalone).
         batch_size: batch size.
+        hint: also match the teacher's features of a layer (``HintDistiller``):
+            ``"fc2"`` (same name in both) or ``"student_layer:teacher_layer"``. After
+            Prune / QuantizeAware the shapes match and no regressor is used.
+        hint_weight: weight of the hint loss (with ``hint``), >= 0.
     """
 
     temperature: float = 4.0
@@ -271,6 +276,8 @@ class Distill(Stage):
     epochs: int | None = None
     learning_rate: float | None = None
     batch_size: int = 256
+    hint: str | None = None
+    hint_weight: float = 0.1
     kind = "distill"
 
     def __post_init__(self):
@@ -280,24 +287,39 @@ class Distill(Stage):
         _check_positive_int("epochs", self.epochs, allow_none=True)
         _check_rate("learning_rate", self.learning_rate, allow_none=True)
         _check_positive_int("batch_size", self.batch_size)
+        if self.hint is not None and (not isinstance(self.hint, str) or not all(self.hint.split(":"))
+                                      or self.hint.count(":") > 1):
+            raise ValueError(f"hint must be a layer name or 'student_layer:teacher_layer', got {self.hint!r}.")
+        if isinstance(self.hint_weight, bool) or not isinstance(self.hint_weight, (int, float)) or not (
+            math.isfinite(self.hint_weight) and self.hint_weight >= 0
+        ):
+            raise ValueError(f"hint_weight must be a finite number >= 0, got {self.hint_weight!r}.")
 
     def distill(self, state, student, epochs, learning_rate, callbacks=(), restore_best=False):
-        from kcompress.distillation import Distiller
+        from kcompress.distillation import Distiller, HintDistiller
         from kcompress.models.training import RestoreBest, progress_verbosity
 
         if state.teacher is None:
             raise ValueError("Distill needs a teacher: put a Train stage first or pass teacher= to Pipeline.run.")
         epochs = self.epochs or epochs
+        optimizer = keras.optimizers.Adam(self.learning_rate or learning_rate)
         with _scope(state):
-            distiller = Distiller(student=student, teacher=state.teacher)
-            distiller.compile(optimizer=keras.optimizers.Adam(self.learning_rate or learning_rate),
-                              metrics=["accuracy"], alpha=self.alpha, temperature=self.temperature)
+            if self.hint:
+                s_layer, _, t_layer = self.hint.partition(":")
+                distiller = HintDistiller(student, state.teacher, student_layer=s_layer, teacher_layer=t_layer or s_layer)
+                distiller.compile(optimizer=optimizer, metrics=["accuracy"], alpha=self.alpha,
+                                  temperature=self.temperature, hint_weight=self.hint_weight)
+            else:
+                distiller = Distiller(student=student, teacher=state.teacher)
+                distiller.compile(optimizer=optimizer, metrics=["accuracy"], alpha=self.alpha,
+                                  temperature=self.temperature)
         ds = state.dataset
         history = distiller.fit(ds.x_train, ds.y_train, epochs=epochs, batch_size=self.batch_size,
                                 validation_split=0.1,
                                 callbacks=list(callbacks) + ([RestoreBest("val_accuracy")] if restore_best else []),
                                 verbose=progress_verbosity() if state.verbose is None else state.verbose)
-        return {"finetune": f"distill(T={self.temperature}, alpha={self.alpha})",
+        hint = f", hint={self.hint} x{self.hint_weight:g}" if self.hint else ""
+        return {"finetune": f"distill(T={self.temperature}, alpha={self.alpha}{hint})",
                 "val_accuracy": history.history.get("val_accuracy", [None])[-1]}
 
     def run(self, state, finetuner=None):

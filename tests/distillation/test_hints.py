@@ -64,3 +64,48 @@ def test_hint_distiller_rejects_bad_layers():
     d = kc.distillation.HintDistiller(student, teacher, student_layer="conv2", teacher_layer="conv2")
     with pytest.raises(ValueError, match="hint_weight must be a finite number >= 0, got -1"):
         d.compile(hint_weight=-1)
+
+
+def test_identical_copy_has_zero_hint_and_soft_losses(mnist_small, fresh_copy):
+    # Equal shapes: no regressor, the student's own features are compared with the teacher's.
+    d = kc.distillation.HintDistiller(fresh_copy(), fresh_copy(), student_layer="fc2", teacher_layer="fc2")
+    assert d.regressor is None and d.trainable_weights == d.student.trainable_weights
+    d.compile(alpha=0.5, temperature=1.0, hint_weight=0.1)
+    logs = d.evaluate(mnist_small.x_test[:128], mnist_small.y_test[:128], verbose=0, return_dict=True)
+    assert logs["hint_loss"] == pytest.approx(0.0, abs=1e-9)
+    assert logs["distillation_loss"] == pytest.approx(0.0, abs=1e-6)
+    assert logs["loss"] == pytest.approx(0.5 * logs["student_loss"], rel=1e-5)
+
+
+def test_pruned_copy_recovers_with_identity_hints_in_one_fit(mnist_small, fresh_copy):
+    teacher = fresh_copy()
+    kc.keras.utils.set_random_seed(0)
+    pruned = kc.pruning.prune(fresh_copy(), kc.pruning.ConstantSparsity(0.8))
+    # "fc2" names the layer inside the pruning wrapper.
+    d = kc.distillation.HintDistiller(pruned, teacher, student_layer="fc2", teacher_layer="fc2")
+    assert d.regressor is None
+    d.compile(keras.optimizers.Adam(1e-3), metrics=["accuracy"], alpha=0.5, temperature=1.0, hint_weight=0.1)
+    x, y = mnist_small.x_train[:2000], mnist_small.y_train[:2000]
+    history = d.fit(x, y, epochs=3, batch_size=64, verbose=0, validation_split=0.1,
+                    callbacks=kc.pruning.callbacks(per_layer=False)).history
+    assert history["sparsity"][-1] == pytest.approx(0.8, abs=0.01)
+    # Pruning 80% at the first step moved fc2 away from the teacher's; training brings it back.
+    assert history["val_hint_loss"][-1] < 0.7 * history["val_hint_loss"][0]
+    small = kc.pruning.strip(pruned)
+    accuracy = np.mean(np.argmax(small.predict(mnist_small.x_test, verbose=0), -1) == mnist_small.y_test)
+    assert accuracy > 0.9
+    for a, b in zip(teacher.get_weights(), fresh_copy().get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_regressor_argument():
+    student, teacher = kc.models.get("lenet5"), kc.models.get("lenet5", seed=1)
+    learned = kc.distillation.HintDistiller(student, teacher, "fc2", "fc2", regressor="learned")
+    assert isinstance(learned.regressor, keras.layers.Dense) and learned.regressor.kernel.shape == (84, 84)
+    config = learned.get_config()
+    assert config["regressor"] == "learned"
+    assert kc.distillation.HintDistiller.from_config(config).regressor is not None
+    with pytest.raises(ValueError, match=r"regressor='identity' needs equal feature shapes, got student_layer 'fc1'"):
+        kc.distillation.HintDistiller(student, teacher, "fc1", "fc2", regressor="identity")
+    with pytest.raises(ValueError, match=r"regressor must be one of \['auto', 'learned', 'identity'\], got 'none'"):
+        kc.distillation.HintDistiller(student, teacher, "fc2", "fc2", regressor="none")

@@ -21,7 +21,8 @@ def test_distill_script_writes_every_output(tmp_path):
     out = tmp_path / "run"
     cmd = [sys.executable, str(SCRIPT), "--teacher_epochs=1", "--student=tiny_cnn", "--epochs=1", "--batch_size=64",
            "--learning_rate=0.003", "--temperatures=1,4", "--alphas=0.1,0.5", "--alpha_temperature=4", "--seeds=3",
-           "--prune_seeds=0", "--prune_epochs=1", "--prune_alphas=0.5", "--prune_temperatures=1,2", "--max_train=1000", "--max_test=200", "--latency_runs=3",
+           "--prune_seeds=0", "--prune_epochs=1", "--prune_alphas=0.5", "--prune_temperatures=1,2", "--prune_hint=fc2:fc2",
+           "--prune_hint_weights=0.1", "--max_train=1000", "--max_test=200", "--latency_runs=3",
            f"--output_dir={out}"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=dict(os.environ))
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -41,14 +42,25 @@ def test_distill_script_writes_every_output(tmp_path):
     assert scratch["params"] == 2922 and 0.3 < scratch["accuracy"] <= 1.0 and scratch["num_seeds"] == 1
     assert scratch["accuracy"] == by_role["scratch"][0]["accuracy"]
     assert sum(bool(r.get("best_by_validation")) for r in by_role["distilled_mean"]) == 1
-    assert len(by_role["prune_selection"]) == 2
-    for role in ("prune_fine-tune", "prune_distill"):
+    assert sorted((r["temperature"], r["hint_weight"]) for r in by_role["prune_selection"]) == [(1, 0.1), (2, 0.1)]
+    for role in ("prune_fine-tune", "prune_distill", "prune_distill-logits"):
         (row,) = by_role[role]
         assert abs(row["sparsity"] - 0.8) < 0.01 and row["nonzero_params"] < 0.3 * row["params"]
+    chosen = payload["flags"]["prune_chosen"]
+    best_val = max(by_role["prune_selection"], key=lambda r: r["val_accuracy"])
+    assert (chosen["temperature"], chosen["hint_weight"]) == (best_val["temperature"], 0.1)
+    (hinted,), (logits,) = by_role["prune_distill"], by_role["prune_distill-logits"]
+    assert (hinted["hint"], hinted["hint_weight"], logits["hint"], logits["hint_weight"]) == ("fc2", 0.1, None, 0.0)
+    assert logits["temperature"] == hinted["temperature"] == chosen["temperature"]
+    means = {r["role"]: r for r in payload["records"] if r["role"].endswith("_mean")}
+    gain = 100 * (means["prune_distill_mean"]["accuracy"] - means["prune_fine-tune_mean"]["accuracy"])
+    assert payload["flags"]["prune_gain_points"] == pytest.approx(gain)
     assert payload["flags"]["epochs"] == 1 and payload["flags"]["student"] == "tiny_cnn"
     report = (out / "report.md").read_text()
     assert "## Temperature sweep" in report and "| distilled T=4 |" in report
     assert "prune 80% + distill (T=" in report and "Best distilled student" in report
+    assert ", hint fc2 x0.1) |" in report and "| prune 80% + distill, logits (T=" in report
+    assert "vs prune + fine-tune" in report
     assert "| scratch |" in proc.stdout
 
 
@@ -70,6 +82,8 @@ def test_seed_means_and_tables():
     (dict(alphas=["1.5"]), r"alphas and prune_alphas must lie in \[0, 1\], got \[1.5\]"),
     (dict(seeds=[]), "seeds must name at least one seed"),
     (dict(hint="conv2"), "hint must be 'student_layer:teacher_layer', got 'conv2'"),
+    (dict(prune_hint="fc2:"), "prune_hint must be 'student_layer:teacher_layer', got 'fc2:'"),
+    (dict(prune_hint_weights=["-1"]), r"prune_hint_weights must be >= 0, got \[-1.0\]"),
     (dict(validation_split=0.0), "validation_split must be > 0"),
 ])
 def test_distill_run_rejects_bad_arguments(tmp_path, kwargs, match):

@@ -42,6 +42,18 @@ def test_prune_distill_qat_int8_composes(trained_lenet, mnist_small, tmp_path):
         np.testing.assert_array_equal(a, b)
 
 
+def test_prune_then_distill_with_a_feature_hint(trained_lenet, mnist_small, tmp_path):
+    stage = stage_from_config({"stage": "distill", "temperature": 1.0, "alpha": 0.5, "hint": "fc2",
+                               "hint_weight": 0.1, "batch_size": 64})
+    assert stage == Distill(temperature=1.0, alpha=0.5, hint="fc2", hint_weight=0.1, batch_size=64)
+    pipeline = Pipeline([Prune(0.8, epochs=2, batch_size=64), stage, Evaluate(keras=True, latency_runs=5)],
+                        name="prune_hint")
+    result = pipeline.run(mnist_small.take(test=300), model=trained_lenet, output_dir=str(tmp_path), verbose=0)
+    assert result.log[0]["finetune"] == "distill(T=1.0, alpha=0.5, hint=fc2 x0.1)"
+    (record,) = result.records
+    assert record["nonzero_params"] <= 0.22 * record["params"] and record["accuracy"] > 0.8
+
+
 def test_train_then_channel_prune_records_keras_and_flatbuffers(tiny):
     model = kc.models.get("lenet5", seed=1)
     pipeline = Pipeline([Train(epochs=1, batch_size=64), PruneChannels(0.5, epochs=1, batch_size=64),
@@ -79,6 +91,8 @@ class TestBadInput:
         (lambda: Prune(1.0), r"sparsity must be a number in \[0, 1\), got 1.0"),
         (lambda: Distill(temperature=0), "temperature must be a positive number, got 0"),
         (lambda: Distill(alpha=1.5), r"alpha must be a number in \[0, 1\], got 1.5"),
+        (lambda: Distill(hint="fc2:"), "hint must be a layer name or 'student_layer:teacher_layer', got 'fc2:'"),
+        (lambda: Distill(hint="fc2", hint_weight=-0.1), "hint_weight must be a finite number >= 0, got -0.1"),
         (lambda: Export("int4"), "mode must be one of"),
         (lambda: Train(epochs=0), "epochs must be a positive int, got 0"),
         (lambda: stage_from_config({"stage": "shrink"}), r"stage must be one of \[.*\], got 'shrink'"),
