@@ -391,7 +391,8 @@ def run(output_dir: str, dataset="mnist", teacher="lenet5", teacher_model=None, 
                                          **extra, **info)
                 runs.append(rec)
             records += runs
-            mean = _mean_record(f"{tag} + {label.replace('-', ', ')}", runs, role=f"prune_{label}_mean",
+            shown = {"distill-logits": "distill, logits"}.get(label, label)
+            mean = _mean_record(f"{tag} + {shown}", runs, role=f"prune_{label}_mean",
                                 sparsity=statistics.fmean(r["sparsity"] for r in runs), **extra)
             prune_rows.append(mean)
         records += prune_rows

@@ -60,7 +60,7 @@ def test_distill_script_writes_every_output(tmp_path):
     assert "## Temperature sweep" in report and "| distilled T=4 |" in report
     assert "prune 80% + distill (T=" in report and "Best distilled student" in report
     assert ", hint fc2 x0.1) |" in report and "| prune 80% + distill, logits (T=" in report
-    assert "vs prune + fine-tune" in report
+    assert "vs prune + fine-tune" in report and "| prune 80% + fine-tune |" in report
     assert "| scratch |" in proc.stdout
 
 
