@@ -61,6 +61,12 @@ def define_flags():
     flags.DEFINE_float("channel_ratio", 0.5, "Fraction of filters/units removed by channel pruning.")
     flags.DEFINE_float("temperature", 4.0, "Distillation temperature.")
     flags.DEFINE_float("alpha", 0.1, "Distillation weight of the hard-label loss.")
+    # The pruned model is a copy of its teacher: it recovers best on logits plus the teacher's own
+    # features of one layer (chosen on the validation split by experiments/distill.py).
+    flags.DEFINE_float("prune_distill_temperature", 1.0, "Temperature of the distillation after unstructured pruning.")
+    flags.DEFINE_float("prune_distill_alpha", 0.5, "Hard-label weight of the distillation after unstructured pruning.")
+    flags.DEFINE_string("prune_distill_hint", "fc2", "Layer whose teacher features the pruned model also matches ('' for none).")
+    flags.DEFINE_float("prune_distill_hint_weight", 0.1, "Weight of that feature hint.")
     flags.DEFINE_integer("seed", 0, "Seed.", lower_bound=0)
     flags.DEFINE_string("output_dir", "runs/compare", "Folder for results and artefacts (re-use to resume).")
     flags.DEFINE_string("data_dir", None, "Folder with <dataset>.npz (else $KCOMPRESS_DATA_DIR, then tfds).")
@@ -82,6 +88,8 @@ def variants(args: dict) -> dict[str, tuple[str, Pipeline]]:
     prune = dict(epochs=e, batch_size=b, learning_rate=lr)
     sp, cr = args["sparsity"], args["channel_ratio"]
     ev = Evaluate(latency_runs=args["latency_runs"], robustness=True, robustness_samples=args["robustness_samples"])
+    prune_distill = Distill(args["prune_distill_temperature"], args["prune_distill_alpha"], batch_size=b,
+                            hint=args["prune_distill_hint"] or None, hint_weight=args["prune_distill_hint_weight"])
     pct = f"{round(100 * sp)}"
     spec = {
         f"prune_{pct}": ("baseline", [Prune(sp, **prune), Export("float32", sparse=True), ev]),
@@ -99,7 +107,7 @@ def variants(args: dict) -> dict[str, tuple[str, Pipeline]]:
                                           Export("float32"), Export("int8"), ev]),
         f"prune{pct}_qat_int8": ("baseline", [Prune(sp, **prune), QuantizeAware(**qat), Export("int8"),
                                               Export("int8", sparse=True), ev]),
-        f"prune{pct}_distill_qat_int8": ("baseline", [Prune(sp, **prune), Distill(t, a, batch_size=b),
+        f"prune{pct}_distill_qat_int8": ("baseline", [Prune(sp, **prune), prune_distill,
                                                       QuantizeAware(**qat), Export("int8"), ev]),
         f"channels{round(100 * cr)}_qat_int8": ("baseline", [PruneChannels(cr, **prune), QuantizeAware(**qat),
                                                              Export("int8"), ev]),
@@ -236,7 +244,10 @@ def _finish(out, ds, done, plan, args) -> list[dict]:
     notes = "\n".join([
         f"Baseline: {args['model']} trained {args['epochs']} epochs (Adam {args['learning_rate']}, batch "
         f"{args['batch_size']}, best validation epoch). Every other row starts from it (students from scratch) and "
-        f"uses it as the distillation teacher (T={args['temperature']}, alpha={args['alpha']}). Accuracy: the "
+        f"uses it as the distillation teacher (T={args['temperature']}, alpha={args['alpha']}; after unstructured "
+        f"pruning T={args['prune_distill_temperature']}, alpha={args['prune_distill_alpha']}"
+        + (f", plus the teacher's {args['prune_distill_hint']} features x{args['prune_distill_hint_weight']:g}"
+           if args["prune_distill_hint"] else "") + "). Accuracy: the "
         "flatbuffer in the LiteRT interpreter over the test set (`keras` rows: the Keras model). Size ratio: "
         "baseline float32 flatbuffer bytes / these bytes (gzip ratio: / zlib-9 bytes). Latency: median "
         "single-sample, single-thread LiteRT invocation, all flatbuffers timed interleaved in one process "
