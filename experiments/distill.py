@@ -241,10 +241,8 @@ def _prune_table(rows, seeds):
              + " | mean (%) | sparsity (%) | nonzero | gzip bytes |",
              "|---|" + "---:|" * (len(seeds) + 4)]
     for r in rows:
-        how = "" if r.get("alpha") is None else f" (T={r['temperature']:g}, alpha={r['alpha']:g}"
-        if r.get("hint_weight"):
-            how += f", hint {r['hint']} x{r['hint_weight']:g}"
-        how += ")" if how else ""
+        hint = f", hint {r['hint']} x{r['hint_weight']:g}" if r.get("hint_weight") else ""
+        how = "" if r.get("alpha") is None else f" (T={r['temperature']:g}, alpha={r['alpha']:g}{hint})"
         lines.append(f"| {r['variant']}{how} | " + " | ".join(_pct(a) for a in r["seed_accuracies"])
                      + f" | {_pct(r['accuracy'])} | {_pct(r['sparsity'])} | {r['nonzero_params']:,} | {r['gzip_bytes']:,} |")
     return "\n".join(lines) + "\n"

@@ -30,16 +30,14 @@ def _feature_model(model, layer_name, argname):
             f"{argname} must be a Functional or Sequential tf_keras model to take hints from layer "
             f"{layer_name!r}, got {type(model).__name__}."
         )
-    names = [layer.name for layer in model.layers]
+    by_name = {layer.name: layer for layer in model.layers}
+    names = list(by_name)
     # A pruned or QAT copy wraps its layers (``prune_low_magnitude_fc2``); the wrapped name works too.
-    inner = {_unwrap(layer).name: layer for layer in model.layers if _unwrap(layer) is not layer}
-    if layer_name in names:
-        layer = model.get_layer(layer_name)
-    elif layer_name in inner:
-        layer = inner[layer_name]
-    else:
+    for layer in model.layers:
+        by_name.setdefault(_unwrap(layer).name, layer)
+    if layer_name not in by_name:
         raise ValueError(f"{argname}_layer must name a layer of {argname} {model.name!r} (one of {names}), got {layer_name!r}.")
-    features = layer.output
+    features = by_name[layer_name].output
     return keras.Model(model.inputs, [model.outputs[0], features], name=f"{model.name}_hint")
 
 

@@ -8,7 +8,6 @@ fine-tuning to a :class:`Distill` stage placed right after them.
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 
 from kcompress._keras import keras
@@ -290,10 +289,9 @@ class Distill(Stage):
         if self.hint is not None and (not isinstance(self.hint, str) or not all(self.hint.split(":"))
                                       or self.hint.count(":") > 1):
             raise ValueError(f"hint must be a layer name or 'student_layer:teacher_layer', got {self.hint!r}.")
-        if isinstance(self.hint_weight, bool) or not isinstance(self.hint_weight, (int, float)) or not (
-            math.isfinite(self.hint_weight) and self.hint_weight >= 0
-        ):
-            raise ValueError(f"hint_weight must be a finite number >= 0, got {self.hint_weight!r}.")
+        from kcompress.distillation.hints import _check_hint_weight
+
+        _check_hint_weight(self.hint_weight)
 
     def distill(self, state, student, epochs, learning_rate, callbacks=(), restore_best=False):
         from kcompress.distillation import Distiller, HintDistiller
