@@ -8,13 +8,14 @@ Example:
 """
 
 from kcompress.pruning.callbacks import SparsityMonitor, callbacks
-from kcompress.pruning.channels import prune_channels
+from kcompress.pruning.channels import ChannelGroup, channel_groups, prune_channels
 from kcompress.pruning.prune import is_pruned, prunable_kernels, prune, strip
 from kcompress.pruning.report import LayerSparsity, SparsityReport, sparsity
 from kcompress.pruning.schedules import ConstantSparsity, PolynomialDecay, steps_per_epoch
 from kcompress.pruning.wrapper import PruneLowMagnitude
 
 __all__ = [
+    "ChannelGroup",
     "ConstantSparsity",
     "LayerSparsity",
     "PolynomialDecay",
@@ -22,6 +23,7 @@ __all__ = [
     "SparsityMonitor",
     "SparsityReport",
     "callbacks",
+    "channel_groups",
     "is_pruned",
     "prunable_kernels",
     "prune",

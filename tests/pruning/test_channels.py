@@ -49,14 +49,14 @@ def test_batchnorm_and_l2_criterion_on_vgg_small():
     assert kc.evaluation.keras_macs(slim) < 0.65 * kc.evaluation.keras_macs(model)
 
 
-def test_residual_branches_are_left_whole_and_the_function_kept():
+def test_residual_inner_convs_alone_keep_the_function():
     model = kc.models.get("resnet20", (32, 32, 3), 10)
-    slim = kc.pruning.prune_channels(model, 0.5)
-    # Only the first conv of each block feeds a single conv; the others meet at Add.
+    names = [layer.name for layer in model.layers if layer.name.endswith("_a_conv")]
+    slim = kc.pruning.prune_channels(model, {name: 0.5 for name in names})
+    # The streams the blocks add into stay whole; the inner convs lose half their filters.
     assert slim.get_layer("stage1_block1_a_conv").filters == 8
     assert slim.get_layer("stage1_block1_b_conv").filters == 16
     assert slim.get_layer("stem_conv").filters == 16
-    names = [layer.name for layer in model.layers if layer.name.endswith("_a_conv")]
     reference = _zeroed_equivalent(model, 0.5, names)
     x = np.random.default_rng(1).random((2, 32, 32, 3), dtype=np.float32)
     np.testing.assert_allclose(slim(x, training=False), reference(x, training=False), atol=1e-4)
@@ -83,13 +83,13 @@ class TestBadInput:
             kc.pruning.prune_channels(trained_lenet, 0.5, criterion="random")
 
     def test_output_layer_cannot_be_cut(self, trained_lenet):
-        with pytest.raises(ValueError, match="layer 'logits' cannot be channel-pruned: its output reaches the model output"):
+        with pytest.raises(ValueError, match="layer 'logits' cannot be channel-pruned: its channels reach the model output"):
             kc.pruning.prune_channels(trained_lenet, 0.5, layers=["logits"])
 
     def test_unknown_and_unsupported_layers(self, trained_lenet):
         with pytest.raises(ValueError, match="layers names 'conv9', which is not in the model"):
             kc.pruning.prune_channels(trained_lenet, 0.5, layers=["conv9"])
-        with pytest.raises(ValueError, match="layers names 'pool1', a MaxPooling2D; only Conv2D and Dense"):
+        with pytest.raises(ValueError, match="layers names 'pool1', a MaxPooling2D; only the filters / units of Conv"):
             kc.pruning.prune_channels(trained_lenet, 0.5, layers=["pool1"])
 
     def test_wrapped_model(self, pruned80):
