@@ -9,9 +9,10 @@ from kcompress.export.micro import (
     estimate_arena,
     to_micro,
 )
+from kcompress.export.slim import slim
 from kcompress.export.tflite import MODES, representative_dataset, save, to_tflite, write_atomic
 
 __all__ = [
     "MODES", "TFLM_METHODS", "ArenaEstimate", "FlatbufferInfo", "MicroBundle", "TensorIO", "describe", "estimate_arena",
-    "representative_dataset", "save", "to_c_array", "to_micro", "to_tflite", "write_atomic",
+    "representative_dataset", "save", "slim", "to_c_array", "to_micro", "to_tflite", "write_atomic",
 ]
