@@ -20,6 +20,7 @@ from kcompress import (
     evaluation,
     export,
     factorization,
+    keras3,
     models,
     pipeline,
     pruning,
@@ -29,6 +30,6 @@ from kcompress import (
 from kcompress._keras import keras
 
 __all__ = [
-    "clustering", "data", "distillation", "evaluation", "export", "factorization", "keras", "models", "pipeline",
+    "clustering", "data", "distillation", "evaluation", "export", "factorization", "keras", "keras3", "models", "pipeline",
     "pruning", "quantization", "reporting", "__version__",
 ]

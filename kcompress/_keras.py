@@ -4,7 +4,8 @@ TFMOT works only with Keras 2, so kcompress uses ``tf_keras`` directly. Setting
 ``TF_USE_LEGACY_KERAS=1`` before TensorFlow loads also makes ``tf.keras`` resolve
 to Keras 2 for the user; when TensorFlow was imported earlier the variable comes
 too late for ``tf.keras``, but importing ``tf_keras`` by name still gives Keras 2
-models, which is all kcompress builds and accepts.
+models, which is all kcompress builds. Keras 3 models are accepted too:
+:func:`check_model` converts them with :func:`kcompress.keras3.from_keras3`.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
 import tensorflow as tf  # noqa: E402
 import tf_keras as keras  # noqa: E402
+from absl import logging  # noqa: E402
 
 __all__ = ["tf", "keras", "check_model", "is_keras3_model"]
 
@@ -32,21 +34,53 @@ def is_keras3_model(obj) -> bool:
 
 
 def check_model(model, argname: str = "model"):
-    """Checks that ``model`` is a tf_keras (Keras 2) model and returns it.
+    """Returns ``model`` as a tf_keras (Keras 2) model, converting a Keras 3 model.
+
+    Every kcompress entry point that takes a model calls this and uses what it
+    returns, so users can pass Keras 3 Sequential / Functional models (built or
+    loaded from ``.keras``) anywhere. The conversion is
+    :func:`kcompress.keras3.from_keras3`: a new tf_keras model with the same layers,
+    names and weights; the Keras 3 model is not changed. To go back to Keras 3
+    after compressing: ``kcompress.keras3.to_keras3(kcompress.pruning.strip(m))``.
+
+    Args:
+        model: a tf_keras model, or a Keras 3 model to convert.
+        argname: the argument's name, for messages.
+
+    Returns:
+        ``model`` itself when it is a tf_keras model, else its tf_keras conversion.
 
     Raises:
-        TypeError: for a Keras 3 model (with how to fix it) or a non-model.
+        TypeError: not a Keras model.
+        ValueError: a Keras 3 model that cannot be converted (subclassed, or a layer
+            with no tf_keras equivalent), with what to change.
+
+    Example:
+        >>> model = check_model(model)  # first line of an entry point
     """
     if isinstance(model, keras.Model):
         return model
-    if is_keras3_model(model):
-        raise TypeError(
-            f"{argname} is a Keras 3 model ({type(model).__module__}.{type(model).__name__}); "
-            "kcompress needs a Keras 2 (tf_keras) model because TensorFlow Model Optimization "
-            "only supports Keras 2. Build it with `import tf_keras as keras` (or "
-            "`kcompress.models.get(...)`), or set TF_USE_LEGACY_KERAS=1 before importing "
-            "TensorFlow so that tf.keras is Keras 2."
+    if is_keras3_model(model) and _is_keras3_model_class(model):
+        # Imported here: kcompress.keras3 imports this module, and loads Keras 3 only when needed.
+        from kcompress.keras3 import from_keras3
+
+        try:
+            converted = from_keras3(model)
+        except ValueError as err:
+            raise ValueError(f"{argname} is a Keras 3 model that kcompress cannot convert to tf_keras: {err}") from err
+        logging.info(
+            "%s is a Keras 3 model (%r); converted it to tf_keras with kcompress.keras3.from_keras3. The result is "
+            "a tf_keras model; kcompress.keras3.to_keras3(...) converts a plain (stripped) one back.",
+            argname, model.name,
         )
+        return converted
+    kind = "a Keras 3 layer, not a model" if is_keras3_model(model) else "not one"
     raise TypeError(
-        f"{argname} must be a tf_keras.Model, got {type(model).__module__}.{type(model).__name__}."
+        f"{argname} must be a tf_keras.Model or a Keras 3 keras.Model, got "
+        f"{type(model).__module__}.{type(model).__name__} ({kind})."
     )
+
+
+def _is_keras3_model_class(obj) -> bool:
+    """True for a Keras 3 ``keras.Model`` (not a bare layer), without importing Keras 3."""
+    return any(cls.__name__ == "Model" and (cls.__module__ or "").startswith("keras.") for cls in type(obj).__mro__)
