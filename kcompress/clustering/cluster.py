@@ -85,7 +85,7 @@ def cluster(model, clusters=16, preserve_sparsity=None, layers=None, init: str =
     never changed.
 
     Args:
-        model: a Sequential or Functional tf_keras model (pruned and stripped, or dense).
+        model: a Sequential or Functional tf_keras or Keras 3 model (pruned and stripped, or dense).
         clusters: centroids per layer, an int in [2, 256] or a dict
             ``{layer_name: int}`` naming the layers to cluster.
         preserve_sparsity: keep zero weights at zero (for pruned models). None:
@@ -107,7 +107,7 @@ def cluster(model, clusters=16, preserve_sparsity=None, layers=None, init: str =
         >>> kc.models.compile_classifier(clustered, 1e-4); kc.models.fit(clustered, ds, epochs=3)
         >>> shared = strip(clustered)
     """
-    check_model(model)
+    model = check_model(model)
     if not (isinstance(model, keras.Sequential) or getattr(model, "_is_graph_network", False)):
         raise ValueError(f"model is a subclassed model ({type(model).__name__}); cluster needs a Sequential or Functional model.")
     if is_clustered(model):
@@ -169,7 +169,7 @@ def strip(model):
     Example:
         >>> shared = strip(clustered); len(np.unique(shared.get_layer("fc1").kernel.numpy()))
     """
-    check_model(model)
+    model = check_model(model)
     if not is_clustered(model):
         raise ValueError("model holds no clustering wrappers; strip() takes a model from cluster().")
     # strip_clustering reuses the unwrapped layers' objects; copy so the result shares nothing.

@@ -190,7 +190,7 @@ def product_quantize(model, subvector: int = 4, codebook_size: int = 256, layers
     (pruned weights), code-word 0 is fixed at zero so they stay exact zeros.
 
     Args:
-        model: a Sequential or Functional tf_keras model (not changed).
+        model: a Sequential or Functional tf_keras or Keras 3 model (not changed).
         subvector: sub-vector length ``d`` >= 1 (at most each layer's fan-in).
         codebook_size: code-words per layer, in [2, 256] (8-bit codes); a layer with
             fewer distinct sub-vectors gets that many.
@@ -210,7 +210,7 @@ def product_quantize(model, subvector: int = 4, codebook_size: int = 256, layers
         >>> pq = product_quantize(model, subvector=4, codebook_size=256)
         >>> pq.storage().ratio, kc.evaluation.evaluate(decode(pq), ds)["accuracy"]
     """
-    check_model(model)
+    model = check_model(model)
     for argname, value, low, high in (("subvector", subvector, 1, None), ("codebook_size", codebook_size, 2, MAX_CODEBOOK),
                                       ("iterations", iterations, 1, None), ("seed", seed, 0, None)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)):

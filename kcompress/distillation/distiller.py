@@ -194,7 +194,7 @@ class Distiller(keras.Model):
     weight) and the compiled ``metrics`` on the student's logits; ``val_`` ones too.
 
     Args:
-        student: a tf_keras model with one logits output (no softmax).
+        student: a tf_keras model with one logits output (no softmax); a Keras 3 model is converted (``d.student``).
         teacher: a trained tf_keras model with the same input and output shapes. If its
             last layer applies softmax, log-probabilities are used as its logits (a
             warning is logged); they give the same softened distribution.
@@ -214,8 +214,8 @@ class Distiller(keras.Model):
     """
 
     def __init__(self, student, teacher, **kwargs):
-        check_model(student, "student")
-        check_model(teacher, "teacher")
+        student = check_model(student, "student")
+        teacher = check_model(teacher, "teacher")
         _check_pair(student, teacher)
         if ends_with_softmax(student):
             raise ValueError(

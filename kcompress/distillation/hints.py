@@ -101,8 +101,8 @@ class HintDistiller(Distiller):
             raise ValueError(f"regressor must be one of {list(_REGRESSORS)}, got {regressor!r}.")
         super().__init__(student, teacher, **kwargs)
         self.student_layer, self.teacher_layer, self.regressor_mode = student_layer, teacher_layer, regressor
-        s_model = _feature_model(student, student_layer, "student")
-        t_model = _feature_model(teacher, teacher_layer, "teacher")
+        s_model = _feature_model(self.student, student_layer, "student")
+        t_model = _feature_model(self.teacher, teacher_layer, "teacher")
         s_shape, t_shape = tuple(s_model.output_shape[1]), tuple(t_model.output_shape[1])
         if regressor == "identity" and s_shape != t_shape:
             raise ValueError(

@@ -42,7 +42,7 @@ def _leaf_layers(model):
 
 def keras_macs(model) -> int:
     """Multiply-accumulates of one inference through Conv2D, DepthwiseConv2D and Dense layers."""
-    check_model(model)
+    model = check_model(model)
     total = 0
     for outer, layer in _leaf_layers(model):
         try:
@@ -67,7 +67,7 @@ def keras_macs(model) -> int:
 
 def keras_params(model) -> tuple[int, int]:
     """(parameters, nonzero parameters) over the model's weights (pruning masks excluded)."""
-    check_model(model)
+    model = check_model(model)
     params = nonzero = 0
     for w in model.weights:
         name = w.name
@@ -113,7 +113,7 @@ def evaluate(model_or_flatbuffer, dataset: Dataset, *, max_samples: int | None =
     the file it would ship as.
 
     Args:
-        model_or_flatbuffer: a tf_keras model or the bytes of a ``.tflite`` model.
+        model_or_flatbuffer: a tf_keras or Keras 3 model, or the bytes of a ``.tflite`` model.
         dataset: a :class:`kcompress.data.Dataset`; its test split is used.
         max_samples: evaluate on the first ``max_samples`` test samples only.
         latency_runs: timed single-sample inferences (after 10 warm-up runs).
@@ -206,7 +206,7 @@ def agreement(keras_model, flatbuffer, dataset: Dataset, max_samples: int | None
         ``max_logit_error`` and ``mean_logit_error`` (absolute, on dequantized
         outputs), ``keras_accuracy``, ``tflite_accuracy``, ``num_samples``.
     """
-    check_model(keras_model, "keras_model")
+    keras_model = check_model(keras_model, "keras_model")
     x, y = _check_dataset(dataset, max_samples)
     k = np.reshape(keras_model.predict(x, batch_size=256, verbose=0), (len(x), -1))
     t = np.reshape(_litert.predict(flatbuffer, x), (len(x), -1))

@@ -62,7 +62,7 @@ def robustness(model_or_flatbuffer, dataset: Dataset, noise=(0.1, 0.2, 0.3), sal
     A flatbuffer runs in LiteRT (its inputs quantized with its own parameters).
 
     Args:
-        model_or_flatbuffer: a tf_keras model or ``.tflite`` bytes.
+        model_or_flatbuffer: a tf_keras or Keras 3 model, or ``.tflite`` bytes.
         dataset: a :class:`kcompress.data.Dataset`; its test split is perturbed.
         noise: standard deviations of the added Gaussian noise, each in (0, 1].
         salt_pepper: fractions of input values set to 0 or 1, each in (0, 1]; () for none.

@@ -114,7 +114,7 @@ def to_tflite(
     """Converts a Keras model into a TFLite flatbuffer with batch size 1.
 
     Args:
-        model: a tf_keras model (plain, stripped-pruned or quantization-aware).
+        model: a tf_keras model (plain, stripped-pruned or quantization-aware), or a Keras 3 model (converted).
         mode: ``float32`` (no quantization), ``dynamic`` (int8 weights, float
             activations), ``int8`` (full integer; needs ``representative_data``
             unless the model is quantization-aware), ``float16`` (float16 weights),
@@ -138,14 +138,14 @@ def to_tflite(
         The flatbuffer bytes.
 
     Raises:
-        TypeError: ``model`` is not a tf_keras model (Keras 3 models included).
+        TypeError: ``model`` is not a tf_keras or Keras 3 model.
         ValueError: unknown ``mode`` or ``io_type``, missing or ill-shaped
             ``representative_data``, or a model still wrapped for pruning.
 
     Example:
         >>> flat = to_tflite(model, mode="int8", representative_data=ds.representative(200))
     """
-    check_model(model)
+    model = check_model(model)
     if mode not in MODES:
         raise ValueError(f"mode must be one of {list(MODES)}, got {mode!r}.")
     io_type = io_type or _IO_TYPES[mode][0]

@@ -237,7 +237,7 @@ def low_rank(model, rank=None, energy=None, layers=None, param_ratio=None) -> Lo
       largest that meets the budget.
 
     Args:
-        model: a Sequential or Functional tf_keras model (top-level layers are split).
+        model: a Sequential or Functional tf_keras or Keras 3 model (top-level layers are split).
         rank: see above.
         energy: see above.
         layers: names of the layers to split (Dense / Conv2D); None for all of them.
@@ -258,7 +258,7 @@ def low_rank(model, rank=None, energy=None, layers=None, param_ratio=None) -> Lo
         >>> r.params_after / r.params_before, r.ranks
         >>> kc.models.compile_classifier(r.model, 1e-3); kc.models.fit(r.model, ds, epochs=3)
     """
-    check_model(model)
+    model = check_model(model)
     if not (isinstance(model, keras.Sequential) or getattr(model, "_is_graph_network", False)):
         raise ValueError(f"model is a subclassed model ({type(model).__name__}); low_rank needs a Sequential or Functional model.")
     given = [n for n, v in (("rank", rank), ("energy", energy), ("param_ratio", param_ratio)) if v is not None]

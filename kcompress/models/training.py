@@ -10,7 +10,7 @@ from kcompress.data import Dataset
 
 def compile_classifier(model, learning_rate: float = 1e-3, optimizer: str = "adam"):
     """Compiles ``model`` for integer labels and logits output with accuracy as metric."""
-    check_model(model)
+    model = check_model(model)
     if not isinstance(learning_rate, (int, float)) or isinstance(learning_rate, bool) or learning_rate <= 0:
         raise ValueError(f"learning_rate must be a positive number, got {learning_rate!r}.")
     optimizers = {"adam": keras.optimizers.Adam, "sgd": keras.optimizers.SGD}
@@ -76,7 +76,7 @@ def fit(model, dataset: Dataset, epochs: int, batch_size: int = 256, validation_
     Returns:
         The Keras ``History``.
     """
-    check_model(model)
+    check_model(model, in_place="fit")
     if not isinstance(dataset, Dataset):
         raise TypeError(f"dataset must be a kcompress.data.Dataset, got {type(dataset).__name__}.")
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:

@@ -105,7 +105,7 @@ class Pipeline:
 
         Args:
             dataset: a :class:`kcompress.data.Dataset`.
-            model: the starting tf_keras model; it is copied, never changed.
+            model: the starting tf_keras or Keras 3 model; it is copied, never changed.
             teacher: the teacher for Distill stages (default: the model after the last
                 Train stage, or the starting model).
             output_dir: where flatbuffers are saved (nothing is written when None).
@@ -119,9 +119,9 @@ class Pipeline:
             raise TypeError(f"dataset must be a kcompress.data.Dataset, got {type(dataset).__name__}.")
         if model is None:
             raise ValueError("model is required: pass the starting tf_keras model (e.g. kcompress.models.get(...)).")
-        check_model(model)
+        model = check_model(model)
         if teacher is not None:
-            check_model(teacher, "teacher")
+            teacher = check_model(teacher, "teacher")
         import contextlib
 
         with strategy.scope() if strategy is not None else contextlib.nullcontext():

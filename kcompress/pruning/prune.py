@@ -23,13 +23,14 @@ def _copy(model):
 
 
 def _check_graph_model(model, argname="model"):
-    check_model(model, argname)
+    model = check_model(model, argname)
     if not (isinstance(model, keras.Sequential) or getattr(model, "_is_graph_network", False)):
         raise ValueError(
             f"{argname} is a subclassed model ({type(model).__name__}); kcompress can prune Sequential and "
             "Functional models (nested ones too). Rebuild it with the Functional API, or prune the "
             "Sequential/Functional sub-models it holds."
         )
+    return model
 
 
 def prunable_weight_names(layer) -> list[str]:
@@ -102,7 +103,7 @@ def prune(model, schedule, layers=None, block_size=(1, 1), m_by_n=None):
     ``strip`` it.
 
     Args:
-        model: a Sequential or Functional tf_keras model (nested models are pruned too).
+        model: a Sequential or Functional tf_keras or Keras 3 model (nested models are pruned too).
         schedule: a ``ConstantSparsity`` / ``PolynomialDecay`` (kcompress's or TFMOT's).
         layers: None for every prunable layer (Conv, Dense, ...), or layer names
             and/or layer classes to prune; the others stay dense.
@@ -123,7 +124,7 @@ def prune(model, schedule, layers=None, block_size=(1, 1), m_by_n=None):
         >>> pruned.compile(...); pruned.fit(x, y, callbacks=callbacks())
         >>> small = strip(pruned)
     """
-    _check_graph_model(model)
+    model = _check_graph_model(model)
     if not isinstance(schedule, _TFMOT_SCHEDULE):
         raise TypeError(
             f"schedule must be a pruning schedule (kcompress.pruning.ConstantSparsity or PolynomialDecay), "
@@ -173,9 +174,9 @@ def strip(model):
         model: a model from :func:`prune` (or TFMOT), possibly trained.
 
     Returns:
-        A new tf_keras model of the original structure; the input is unchanged.
+        A new tf_keras model of the original structure; the input is unchanged. Keras 3: ``kcompress.keras3.to_keras3(strip(pruned))``.
     """
-    _check_graph_model(model)
+    model = _check_graph_model(model)
 
     def unwrap(layer):
         if isinstance(layer, keras.Model):
@@ -210,7 +211,7 @@ def _copy_plain_weights(src, dst):
 
 def is_pruned(model) -> bool:
     """True when ``model`` holds pruning wrappers."""
-    check_model(model)
+    model = check_model(model)
     return any(is_pruning_wrapper(layer) for layer in _all_layers(model))
 
 

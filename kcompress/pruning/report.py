@@ -85,7 +85,7 @@ def sparsity(model) -> SparsityReport:
         >>> report = sparsity(strip(pruned))
         >>> report.prunable, report.layers[0].sparsity
     """
-    check_model(model)
+    model = check_model(model)
     per_layer: dict[str, list[int]] = {}
     for name, kernel in prunable_kernels(model):
         entry = per_layer.setdefault(name, [0, 0])

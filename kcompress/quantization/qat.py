@@ -282,7 +282,7 @@ def _custom_objects(model) -> dict:
 
 
 def _check_quantizable(model, chosen):
-    check_model(model)
+    model = check_model(model)
     if not _is_graph_model(model):
         raise ValueError(
             f"model must be a Functional or Sequential model; {type(model).__name__} is subclassed, and QAT "
@@ -357,7 +357,7 @@ def unsupported_layers(model, preserve_sparsity: bool = False) -> list[str]:
     """
     if not isinstance(preserve_sparsity, bool):
         raise TypeError(f"preserve_sparsity must be True or False, got {preserve_sparsity!r}.")
-    _, unsupported, _, _ = _apply(model, None, preserve_sparsity)
+    _, unsupported, _, _ = _apply(check_model(model), None, preserve_sparsity)
     return [layer.name for layer in unsupported]
 
 
@@ -381,7 +381,7 @@ def quantize_aware(model, layers=None, preserve_sparsity: bool | None = None):
     Call it inside ``strategy.scope()`` to train under a ``tf.distribute`` strategy.
 
     Args:
-        model: a Functional or Sequential tf_keras model (a pruned one after
+        model: a Functional or Sequential tf_keras or Keras 3 model (a pruned one after
             ``kcompress.pruning.strip``).
         layers: ``None`` to quantize every layer, or names (or layer objects) of the
             layers to quantize; the others stay in float.
@@ -403,7 +403,7 @@ def quantize_aware(model, layers=None, preserve_sparsity: bool | None = None):
         >>> kc.models.fit(qat, ds, epochs=2)
         >>> flat = kc.export.to_tflite(qat, "int8")
     """
-    check_model(model)
+    model = check_model(model)
     qat, unsupported, preserve_sparsity, chosen = _apply(model, layers, preserve_sparsity)
     if unsupported:
         bad = ", ".join(f"{layer.name!r} ({type(layer).__name__})" for layer in unsupported)
