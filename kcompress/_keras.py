@@ -33,7 +33,7 @@ def is_keras3_model(obj) -> bool:
     return False
 
 
-def check_model(model, argname: str = "model"):
+def check_model(model, argname: str = "model", in_place: str | None = None):
     """Returns ``model`` as a tf_keras (Keras 2) model, converting a Keras 3 model.
 
     Every kcompress entry point that takes a model calls this and uses what it
@@ -46,12 +46,15 @@ def check_model(model, argname: str = "model"):
     Args:
         model: a tf_keras model, or a Keras 3 model to convert.
         argname: the argument's name, for messages.
+        in_place: for a function that changes the model it is given (``"fit"``), its
+            name: a Keras 3 model is then refused, since the change would land on a
+            converted copy the caller never sees.
 
     Returns:
         ``model`` itself when it is a tf_keras model, else its tf_keras conversion.
 
     Raises:
-        TypeError: not a Keras model.
+        TypeError: not a Keras model, or a Keras 3 model given to an ``in_place`` function.
         ValueError: a Keras 3 model that cannot be converted (subclassed, or a layer
             with no tf_keras equivalent), with what to change.
 
@@ -60,6 +63,14 @@ def check_model(model, argname: str = "model"):
     """
     if isinstance(model, keras.Model):
         return model
+    if is_keras3_model(model) and _is_keras3_model_class(model) and in_place is not None:
+        raise TypeError(
+            f"{argname} is a Keras 3 model ({model.name!r}), and {in_place}() changes the model it is given; "
+            "on a Keras 3 model that would be a converted tf_keras copy you never see. Convert once and keep "
+            f"the tf_keras model: tk = kcompress.models.compile_classifier({argname}) (a compiled tf_keras "
+            f"copy) or tk = kcompress.keras3.from_keras3({argname}), then {in_place}(tk, ...); "
+            "kcompress.keras3.to_keras3(tk) gives Keras 3 back."
+        )
     if is_keras3_model(model) and _is_keras3_model_class(model):
         # Imported here: kcompress.keras3 imports this module, and loads Keras 3 only when needed.
         from kcompress.keras3 import from_keras3
