@@ -85,10 +85,10 @@ def check_model(model, argname: str = "model", in_place: str | None = None):
             argname, model.name,
         )
         return converted
-    kind = "a Keras 3 layer, not a model" if is_keras3_model(model) else "not one"
+    kind = " (a Keras 3 layer, not a model)" if is_keras3_model(model) else ""
     raise TypeError(
-        f"{argname} must be a tf_keras.Model or a Keras 3 keras.Model, got "
-        f"{type(model).__module__}.{type(model).__name__} ({kind})."
+        f"{argname} must be a tf_keras.Model, got {type(model).__module__}.{type(model).__name__}{kind}. "
+        "A Keras 3 keras.Model (Sequential or Functional) is accepted too: kcompress converts it."
     )
 
 

@@ -79,8 +79,13 @@ class Library:
 
     def accepted_keys(self, cls) -> set[str]:
         keys = set()
-        for klass in (cls, self.module.layers.Layer):
-            keys |= {p for p in inspect.signature(klass.__init__).parameters if p not in ("self", "kwargs")}
+        # Subclasses pass **kwargs up (GlobalAveragePooling1D -> GlobalPooling1D(keepdims)), so
+        # every __init__ on the way to Layer counts.
+        for klass in cls.__mro__:
+            if "__init__" in vars(klass):
+                keys |= {p for p in inspect.signature(klass.__init__).parameters if p not in ("self", "kwargs")}
+            if klass is self.module.layers.Layer:
+                break
         return keys | {"name", "trainable", "dtype", "activity_regularizer"}
 
 
@@ -110,6 +115,11 @@ def check_supported(layer, source: Library) -> None:
     builtin = getattr(source.module.layers, name, None)
     if name not in SUPPORTED_LAYERS or type(layer) is not builtin:
         raise unsupported_layer_error(layer, source)
+    mode = getattr(getattr(layer, "dtype_policy", None), "quantization_mode", None)
+    if source.is_keras3 and (mode or getattr(layer, "quantization_config", None) is not None):
+        raise unsupported_layer_error(
+            layer, source, f"it is quantized by Keras 3 (mode {mode!r}); convert the float model and let "
+            "kcompress quantize it (kcompress.quantization.quantize_aware, or kcompress.export.to_tflite(mode='int8'))")
 
 
 def _policy_name(value, layer, source: Library) -> str | None:
