@@ -188,7 +188,8 @@ class _Converter:
             pairs.append((layer, new))
         for layer, new in pairs:
             self._copy(layer, new)
-        rebuilt.trainable = model.trainable
+        if not model.trainable:  # setting True would also unfreeze every layer
+            rebuilt.trainable = False
         return rebuilt
 
     def _functional(self, model, config: dict):
@@ -265,7 +266,8 @@ class _Converter:
         rebuilt = self.target.module.Model(
             inputs=ins[0] if single_in else ins, outputs=outs[0] if single_out else outs, name=model.name
         )
-        rebuilt.trainable = model.trainable
+        if not model.trainable:  # setting True would also unfreeze every layer
+            rebuilt.trainable = False
         return rebuilt
 
     def _call_offsets(self, model, calls, in_refs, out_refs) -> dict:

@@ -56,6 +56,7 @@ _NEUTRAL = {
     "fused": None, "virtual_batch_size": None, "adjustment": None,  # tf_keras BatchNormalization
     "groups": 1,  # tf_keras Conv*Transpose
     "input_axes": None, "output_axes": None,  # Keras 3 variance-scaling initializers
+    "data_format": "channels_last",  # Keras 3 ZeroPadding1D / Cropping1D / UpSampling1D
 }
 
 # Keys tf_keras keeps in a layer's config but never uses (SeparableConv2D inherits Conv's kernel_*).
@@ -229,7 +230,11 @@ def _values_equal(a, b) -> bool:
 def convert_layer(layer, source: Library, target: Library):
     """A new, unbuilt ``target`` layer equivalent to ``layer`` (weights are copied once it is built)."""
     check_supported(layer, source)
-    return target.layer_class(type(layer).__name__).from_config(translate_config(layer, source, target))
+    config = translate_config(layer, source, target)
+    try:
+        return target.layer_class(type(layer).__name__).from_config(config)
+    except (TypeError, ValueError) as err:  # a value the target's layer refuses (e.g. a negative ReLU threshold)
+        raise unsupported_layer_error(layer, source, f"{target.name} refuses its config: {err}") from err
 
 
 def copy_weights(src, dst, source: Library) -> None:

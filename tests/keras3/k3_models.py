@@ -13,16 +13,15 @@ def set_bn_statistics(model, seed=0):
     """Random gamma/beta/moving statistics, so BatchNormalization is not the identity."""
     rng = np.random.default_rng(seed)
     for layer in _leaves(model):
-        if isinstance(layer, keras.layers.BatchNormalization):
-            gamma, beta, mean, var = layer.get_weights()
-            layer.set_weights([
-                rng.uniform(0.5, 1.5, gamma.shape).astype("float32"),
-                rng.normal(0, 0.1, beta.shape).astype("float32"),
-                rng.normal(0, 0.1, mean.shape).astype("float32"),
-                rng.uniform(0.5, 2.0, var.shape).astype("float32"),
-            ])
-        elif isinstance(layer, keras.layers.LayerNormalization):
-            layer.set_weights([rng.uniform(0.5, 1.5, w.shape).astype("float32") for w in layer.get_weights()])
+        if isinstance(layer, (keras.layers.BatchNormalization, keras.layers.LayerNormalization)):
+            values = []
+            for w in layer.weights:
+                kind = w.path.rsplit("/", 1)[-1]
+                if kind in ("beta", "moving_mean"):
+                    values.append(rng.normal(0, 0.1, w.shape).astype("float32"))
+                else:  # gamma, moving_variance: positive
+                    values.append(rng.uniform(0.5, 2.0, w.shape).astype("float32"))
+            layer.set_weights(values)
     return model
 
 
@@ -127,6 +126,22 @@ BUILDERS = {"lenet5": lenet5_k3, "residual": residual_k3, "nested": nested_k3, "
 
 def as_list(outputs):
     return [np.asarray(o) for o in outputs] if isinstance(outputs, (list, tuple)) else [np.asarray(outputs)]
+
+
+def same_config(a, b, path="config") -> None:
+    """Asserts two layer configs are equal, floats to float32 precision (tf_keras stores some as float32)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        assert set(a) == set(b), (path, sorted(set(a) ^ set(b)))
+        for k in a:
+            same_config(a[k], b[k], f"{path}.{k}")
+    elif isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        assert len(a) == len(b), (path, a, b)
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            same_config(x, y, f"{path}[{i}]")
+    elif isinstance(a, float) or isinstance(b, float):
+        assert np.isclose(a, b, rtol=1e-6, atol=0), (path, a, b)
+    else:
+        assert a == b, (path, a, b)
 
 
 def max_abs_diff(a, b) -> float:
