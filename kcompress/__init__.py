@@ -15,6 +15,7 @@ __version__ = "0.1.0"
 from kcompress import _keras  # noqa: F401, I001
 from kcompress import (
     clustering,
+    compression,
     data,
     distillation,
     evaluation,
@@ -28,8 +29,10 @@ from kcompress import (
     reporting,
 )
 from kcompress._keras import keras
+from kcompress.compression import Budget, BudgetError, CompressionResult, compress
 
 __all__ = [
+    "Budget", "BudgetError", "CompressionResult", "compress", "compression",
     "clustering", "data", "distillation", "evaluation", "export", "factorization", "keras", "keras3", "models", "pipeline",
     "pruning", "quantization", "reporting", "__version__",
 ]

@@ -100,7 +100,7 @@ class Pipeline:
     # ---------------------------------------------------------------- run
 
     def run(self, dataset: Dataset, model=None, teacher=None, output_dir: str | None = None,
-            strategy=None, verbose: int | None = None) -> PipelineResult:
+            strategy=None, verbose: int | None = None, seed: int | None = None) -> PipelineResult:
         """Runs every stage in order.
 
         Args:
@@ -111,12 +111,16 @@ class Pipeline:
             output_dir: where flatbuffers are saved (nothing is written when None).
             strategy: a ``tf.distribute`` strategy to train under.
             verbose: Keras verbosity for training (None: progress bars on a terminal).
+            seed: if given, every stage ``i`` starts from ``keras.utils.set_random_seed(seed + i)``,
+                so a run (and a ``kcompress.compress`` recipe) repeats itself.
 
         Returns:
             A :class:`PipelineResult`.
         """
         if not isinstance(dataset, Dataset):
             raise TypeError(f"dataset must be a kcompress.data.Dataset, got {type(dataset).__name__}.")
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
+            raise ValueError(f"seed must be a non-negative int or None, got {seed!r}.")
         if model is None:
             raise ValueError("model is required: pass the starting tf_keras model (e.g. kcompress.models.get(...)).")
         model = check_model(model)
@@ -137,6 +141,8 @@ class Pipeline:
             label = type(stage).__name__ + (" + Distill" if finetuner else "")
             logging.info("[%s] stage %d/%d: %s", self.name, i + 1, n, label)
             t0 = time.perf_counter()
+            if seed is not None:
+                keras.utils.set_random_seed(int(seed) + i)
             info = stage.run(state, finetuner=finetuner) or {}
             state.log.append({"stage": label, "seconds": round(time.perf_counter() - t0, 2), **info})
             i += 2 if finetuner else 1

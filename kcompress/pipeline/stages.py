@@ -193,20 +193,30 @@ class PruneChannels(Stage):
     """Removes whole filters / units (``kcompress.pruning.prune_channels``), then fine-tunes.
 
     Args:
-        ratio: fraction removed per eligible layer, or ``{layer: ratio}``.
+        ratio: fraction removed per channel group, or ``{layer: ratio}``.
         criterion: ``"l1"`` or ``"l2"``.
         epochs, batch_size, learning_rate: fine-tuning settings (best validation epoch kept).
+        channels: instead of ``ratio`` (set ``ratio=None``), ``{layer: n}``: channels each
+            named group keeps (what ``kcompress.compress`` recipes use).
     """
 
-    ratio: float | dict = 0.5
+    ratio: float | dict | None = 0.5
     criterion: str = "l1"
     epochs: int = 8
     batch_size: int = 256
     learning_rate: float = 1e-3
+    channels: dict | None = None
     kind = "prune_channels"
     finetunes = True
 
     def __post_init__(self):
+        if (self.ratio is None) == (self.channels is None):
+            raise ValueError(
+                f"PruneChannels needs exactly one of ratio or channels (set ratio=None with channels), "
+                f"got ratio={self.ratio!r}, channels={self.channels!r}."
+            )
+        if self.channels is not None and (not isinstance(self.channels, dict) or not self.channels):
+            raise TypeError(f"channels must be a non-empty dict {{layer: count}}, got {self.channels!r}.")
         _check_training(self)
 
     def run(self, state, finetuner=None):
@@ -215,7 +225,8 @@ class PruneChannels(Stage):
 
         macs = keras_macs(state.model)
         with _scope(state):
-            state.model = pruning.prune_channels(state.model, self.ratio, criterion=self.criterion)
+            state.model = pruning.prune_channels(state.model, self.ratio, criterion=self.criterion,
+                                                 channels=self.channels)
         info = self._finetune(state, state.model, self.epochs, self.learning_rate, finetuner=finetuner,
                               restore_best=True)
         return {**info, "params": state.model.count_params(), "macs_ratio": keras_macs(state.model) / macs}
@@ -268,6 +279,7 @@ class Distill(Stage):
             ``"fc2"`` (same name in both) or ``"student_layer:teacher_layer"``. After
             Prune / QuantizeAware the shapes match and no regressor is used.
         hint_weight: weight of the hint loss (with ``hint``), >= 0.
+        restore_best: end with the best validation-accuracy epoch's weights.
     """
 
     temperature: float = 4.0
@@ -277,6 +289,7 @@ class Distill(Stage):
     batch_size: int = 256
     hint: str | None = None
     hint_weight: float = 0.1
+    restore_best: bool = False
     kind = "distill"
 
     def __post_init__(self):
@@ -300,6 +313,7 @@ class Distill(Stage):
         if state.teacher is None:
             raise ValueError("Distill needs a teacher: put a Train stage first or pass teacher= to Pipeline.run.")
         epochs = self.epochs or epochs
+        restore_best = restore_best or self.restore_best
         optimizer = keras.optimizers.Adam(self.learning_rate or learning_rate)
         with _scope(state):
             if self.hint:
@@ -404,11 +418,15 @@ class Export(Stage):
         mode: float32 | dynamic | int8 | float16 | int16x8.
         sparse: use the sparse weight encoding.
         calibration_samples: representative training samples for int8 / int16x8.
+        slim: strip names and metadata (``kcompress.export.slim``; same outputs).
+        per_channel: per-channel weight scales (False: per-tensor, smaller; post-training only).
     """
 
     mode: str = "int8"
     sparse: bool = False
     calibration_samples: int = 500
+    slim: bool = False
+    per_channel: bool = True
     kind = "export"
 
     def __post_init__(self):
@@ -416,8 +434,9 @@ class Export(Stage):
 
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {list(MODES)}, got {self.mode!r}.")
-        if not isinstance(self.sparse, bool):
-            raise TypeError(f"sparse must be a bool, got {self.sparse!r}.")
+        for argname in ("sparse", "slim", "per_channel"):
+            if not isinstance(getattr(self, argname), bool):
+                raise TypeError(f"{argname} must be a bool, got {getattr(self, argname)!r}.")
         _check_positive_int("calibration_samples", self.calibration_samples)
 
     @property
@@ -429,7 +448,8 @@ class Export(Stage):
 
         ds = state.dataset
         data = ds.representative(min(self.calibration_samples, len(ds.x_train))) if self.mode in ("int8", "int16x8") else None
-        flat = export.to_tflite(state.model, self.mode, representative_data=data, sparse=self.sparse, verbose=False)
+        flat = export.to_tflite(state.model, self.mode, representative_data=data, sparse=self.sparse, verbose=False,
+                                slim=self.slim, per_channel=self.per_channel)
         state.flatbuffers[self.label] = flat
         info = {"flatbuffer": self.label, "size_bytes": len(flat)}
         if state.output_dir:

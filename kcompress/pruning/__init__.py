@@ -11,6 +11,7 @@ from kcompress.pruning.callbacks import SparsityMonitor, callbacks
 from kcompress.pruning.channels import ChannelGroup, channel_groups, prune_channels
 from kcompress.pruning.prune import is_pruned, prunable_kernels, prune, strip
 from kcompress.pruning.report import LayerSparsity, SparsityReport, sparsity
+from kcompress.pruning.sensitivity import SensitivityReport, sensitivity, validation_split
 from kcompress.pruning.schedules import ConstantSparsity, PolynomialDecay, steps_per_epoch
 from kcompress.pruning.wrapper import PruneLowMagnitude
 
@@ -20,6 +21,7 @@ __all__ = [
     "LayerSparsity",
     "PolynomialDecay",
     "PruneLowMagnitude",
+    "SensitivityReport",
     "SparsityMonitor",
     "SparsityReport",
     "callbacks",
@@ -28,7 +30,9 @@ __all__ = [
     "prunable_kernels",
     "prune",
     "prune_channels",
+    "sensitivity",
     "sparsity",
     "steps_per_epoch",
     "strip",
+    "validation_split",
 ]
