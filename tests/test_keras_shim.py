@@ -42,18 +42,28 @@ def test_keras3_model_is_detected():
 @pytest.mark.parametrize(
     "call",
     [
-        lambda m, ds: kc.export.to_tflite(m),
-        lambda m, ds: kc.evaluation.evaluate(m, ds),
+        lambda m, ds: len(kc.export.to_tflite(m)) > 0,
+        lambda m, ds: kc.evaluation.evaluate(m, ds, latency_runs=1)["params"],
         lambda m, ds: kc.evaluation.keras_macs(m),
-        lambda m, ds: kc.models.compile_classifier(m),
+        lambda m, ds: kc.models.compile_classifier(m).count_params(),
     ],
     ids=["to_tflite", "evaluate", "keras_macs", "compile_classifier"],
 )
-def test_keras3_model_raises_clear_type_error(call, mnist_small):
-    with pytest.raises(TypeError, match=r"Keras 3 model.*tf_keras"):
-        call(_keras3_model(), mnist_small)
+def test_keras3_model_is_converted_not_refused(call, mnist_small):
+    """Entry points used to refuse Keras 3 models; now they convert them (tests/keras3 covers each one)."""
+    k3 = _keras3_model()
+    assert call(k3, mnist_small) == call(kc.keras3.from_keras3(k3), mnist_small)
+
+
+def test_check_model_returns_tf_keras_models_unchanged_and_converts_keras3():
+    tk = kc.models.get("tiny_cnn")
+    assert check_model(tk) is tk
+    converted = check_model(_keras3_model(), "student")
+    assert isinstance(converted, kc.keras.Model) and not is_keras3_model(converted)
 
 
 def test_non_model_raises_type_error():
-    with pytest.raises(TypeError, match="must be a tf_keras.Model, got numpy.ndarray"):
+    with pytest.raises(TypeError, match="must be a tf_keras.Model, got numpy.ndarray.*Keras 3 keras.Model"):
         check_model(np.zeros(3))
+    with pytest.raises(TypeError, match=r"got keras.*Dense \(a Keras 3 layer, not a model\)"):
+        check_model(keras3.layers.Dense(3))
