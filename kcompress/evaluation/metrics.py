@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import warnings
 import zlib
 
 import numpy as np
@@ -40,28 +41,122 @@ def _leaf_layers(model):
             yield layer, inner
 
 
+_L = keras.layers
+# Layers with weights but no multiply-accumulates worth counting (per-element scales and lookups).
+_NO_MACS = (_L.BatchNormalization, _L.LayerNormalization, _L.Embedding, _L.PReLU, _L.Normalization,
+            _L.GroupNormalization, _L.UnitNormalization)
+
+
+def _prod(dims) -> int:
+    return int(np.prod([int(d) for d in dims if d is not None], dtype=np.int64))
+
+
+def _layer_macs(layer, in_shape, out_shape) -> int | None:
+    """Multiply-accumulates of one call of ``layer`` (batch 1), or None for a kind not counted here.
+
+    Channels-last, as TFLite runs them: each output element of a convolution costs kernel size x
+    input channels (/ groups); a depthwise one kernel size; a transposed convolution scatters each
+    input element over kernel size x filters outputs.
+    """
+    out_elems = _prod(out_shape[1:])
+    in_ch = int(in_shape[-1])
+    if isinstance(layer, (_L.SeparableConv1D, _L.SeparableConv2D)):
+        k, mult = _prod(layer.kernel_size), int(layer.depth_multiplier)
+        spatial = out_elems // int(layer.filters)
+        return spatial * in_ch * mult * k + out_elems * in_ch * mult
+    if isinstance(layer, (_L.DepthwiseConv1D, _L.DepthwiseConv2D)):
+        return out_elems * _prod(layer.kernel_size)
+    if isinstance(layer, (_L.Conv1DTranspose, _L.Conv2DTranspose, _L.Conv3DTranspose)):
+        return _prod(in_shape[1:]) * _prod(layer.kernel_size) * int(layer.filters)
+    if isinstance(layer, (_L.Conv1D, _L.Conv2D, _L.Conv3D)):
+        groups = getattr(layer, "groups", 1) or 1
+        return out_elems * _prod(layer.kernel_size) * in_ch // groups
+    if isinstance(layer, _L.Dense):
+        return out_elems * in_ch
+    if isinstance(layer, _L.EinsumDense):
+        # Every output element sums over the kernel indices the output does not keep.
+        _, kernel_spec = layer.equation.split("->")[0].split(",")
+        output_spec = layer.equation.split("->")[1]
+        kernel = layer.kernel.shape
+        contracted = [int(kernel[i]) for i, c in enumerate(kernel_spec) if c not in output_spec]
+        return out_elems * _prod(contracted)
+    return None
+
+
+def _traced_shapes(model) -> tuple[list, dict]:
+    """The leaf layers and ``{id(layer): (input shape, output shape)}``, from one traced call at batch 1.
+
+    A subclassed model's layers have no ``input_shape`` / ``output_shape``; recording them while
+    the model runs is the only way to see what each one receives.
+    """
+    from kcompress.export.tflite import input_signature
+
+    spec = input_signature(model)
+    leaves = [layer for layer in model._flatten_layers(include_self=False, recursive=True)  # noqa: SLF001
+              if not list(layer._flatten_layers(include_self=False, recursive=False))]  # noqa: SLF001
+    shapes: dict = {}
+    patched = []
+    for layer in leaves:
+        def call(inputs, *args, _layer=layer, _call=layer.call, **kwargs):
+            outputs = _call(inputs, *args, **kwargs)
+            if hasattr(inputs, "shape") and hasattr(outputs, "shape"):
+                shapes.setdefault(id(_layer), (tuple(inputs.shape), tuple(outputs.shape)))
+            return outputs
+
+        layer.call = call
+        patched.append(layer)
+    try:
+        tf.function(lambda x: model(x, training=False)).get_concrete_function(spec)
+    finally:
+        for layer in patched:
+            del layer.call
+    return leaves, shapes
+
+
 def keras_macs(model) -> int:
-    """Multiply-accumulates of one inference through Conv2D, DepthwiseConv2D and Dense layers."""
+    """Multiply-accumulates of one inference (batch 1) through every convolution and dense layer.
+
+    Counts Conv1D / Conv2D / Conv3D (grouped too), DepthwiseConv1D / 2D, SeparableConv1D / 2D
+    (depthwise + pointwise), Conv1D / 2D / 3D Transpose, Dense and EinsumDense, inside pruning and
+    quantization wrappers and nested models; for a subclassed model, from one traced call. It
+    agrees with ``kcompress.export.describe(flatbuffer).macs``. A layer with weights of another
+    kind is named in a warning (its MACs are not counted); normalization and embedding layers
+    count as none.
+
+    Raises:
+        TypeError: ``model`` is not a tf_keras model.
+        ValueError: a subclassed model that was never built (call it once first).
+    """
     model = check_model(model)
-    total = 0
-    for outer, layer in _leaf_layers(model):
-        try:
-            out_shape = outer.output_shape
-            in_shape = outer.input_shape
-        except AttributeError:
+    if isinstance(model, keras.Sequential) or getattr(model, "_is_graph_network", False):
+        pairs = []
+        for outer, layer in _leaf_layers(model):
+            try:
+                pairs.append((layer, outer.input_shape, outer.output_shape))
+            except (AttributeError, RuntimeError):
+                pairs.append((layer, None, None))
+    else:
+        leaves, shapes = _traced_shapes(model)
+        pairs = [(_unwrap(layer), *shapes.get(id(layer), (None, None))) for layer in leaves]
+    total, skipped = 0, []
+    for layer, in_shape, out_shape in pairs:
+        if isinstance(layer, (keras.layers.InputLayer, *_NO_MACS)) or not layer.weights:
             continue
-        if isinstance(out_shape, list) or isinstance(in_shape, list):
+        if in_shape is None or isinstance(in_shape, list) or isinstance(out_shape, list):
+            skipped.append(f"{layer.name!r} ({type(layer).__name__}, shapes unknown)")
             continue
-        out_elems = int(np.prod([d for d in out_shape[1:] if d is not None]))
-        if isinstance(layer, keras.layers.DepthwiseConv2D):
-            kh, kw = layer.kernel_size
-            total += out_elems * kh * kw
-        elif isinstance(layer, keras.layers.Conv2D):
-            kh, kw = layer.kernel_size
-            groups = getattr(layer, "groups", 1) or 1
-            total += out_elems * kh * kw * int(in_shape[-1]) // groups
-        elif isinstance(layer, keras.layers.Dense):
-            total += out_elems * int(in_shape[-1])
+        macs = _layer_macs(layer, in_shape, out_shape)
+        if macs is None:
+            skipped.append(f"{layer.name!r} ({type(layer).__name__})")
+        else:
+            total += macs
+    if skipped:
+        warnings.warn(
+            f"keras_macs cannot count layer(s) {', '.join(skipped)}: their multiply-accumulates are left "
+            "out of the total. kcompress counts Conv1D/2D/3D, Depthwise, Separable, ConvTranspose, Dense "
+            "and EinsumDense layers; kcompress.export.describe(flatbuffer).macs counts the converted graph.",
+            stacklevel=2,
+        )
     return int(total)
 
 

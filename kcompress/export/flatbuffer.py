@@ -25,6 +25,7 @@ _WEIGHT_INPUTS = {
     "FULLY_CONNECTED": (1, 2),
     "TRANSPOSE_CONV": (1, 3),
     "CONV_3D": (1, 2),
+    "CONV_3D_TRANSPOSE": (1, 3),
     "BATCH_MATMUL": (1,),
 }
 _IDENTIFIER = b"TFL3"
@@ -50,7 +51,8 @@ class FlatbufferInfo:
         params: elements of the weight tensors (kernels and biases of conv/dense ops);
             for sparse tensors, the dense element count.
         nonzero_params: weight elements that are not zero (not the zero point, when quantized).
-        macs: multiply-accumulates of one inference (conv, depthwise, dense ops).
+        macs: multiply-accumulates of one inference (conv 2-D / 3-D, depthwise, transposed conv,
+            fully connected and batch-matmul ops).
         ops: operator names in execution order.
         inputs, outputs: :class:`TensorIO` for each.
         sparse_tensors: number of weight tensors stored in a sparse encoding.
@@ -210,4 +212,17 @@ def _macs(name, inputs, outputs, tensors) -> int:
         return int(np.prod(out)) * w[1] * w[2]
     if name == "FULLY_CONNECTED":  # weights [units, in]
         return int(np.prod(out)) * w[-1]
+    if name == "CONV_3D":  # filter [kd, kh, kw, in_c, out_c]
+        return int(np.prod(out)) * w[0] * w[1] * w[2] * w[3]
+    if name in ("TRANSPOSE_CONV", "CONV_3D_TRANSPOSE") and len(inputs) > 2:
+        # inputs: output shape, filter, input; each input element is scattered over the kernel x filters.
+        x = tensors[inputs[2]].shape
+        if x is None:
+            return 0
+        kernel = w[1] * w[2] if name == "TRANSPOSE_CONV" else w[0] * w[1] * w[2]  # [out_c, kh, kw, in_c] / [kd, kh, kw, out_c, in_c]
+        filters = w[0] if name == "TRANSPOSE_CONV" else w[3]
+        return int(np.prod([int(d) for d in x])) * kernel * filters
+    if name == "BATCH_MATMUL":  # [..., m, k] x [..., k, n]
+        x = tensors[inputs[0]].shape
+        return int(np.prod(out)) * int(x[-1]) if x is not None and len(x) else 0
     return 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import warnings
 from collections.abc import Callable, Iterable
 
 import numpy as np
@@ -98,7 +99,126 @@ def representative_dataset(data, input_shape: tuple[int, ...], limit: int | None
                 bar.update(i + 1)
 
     generator.num_samples = len(samples)
+    generator.samples = samples
     return generator
+
+
+def input_signature(model) -> tf.TensorSpec:
+    """The batch-1 ``TensorSpec`` of ``model``'s single input: Functional, Sequential or subclassed.
+
+    A subclassed model has no ``inputs``; its input is known once it has been called (or fit).
+
+    Raises:
+        ValueError: more than one input, a model never built or called, or an input with an
+            unknown non-batch dimension (a flatbuffer needs a fixed shape).
+    """
+    if getattr(model, "inputs", None):
+        if len(model.inputs) != 1:
+            raise ValueError(f"model must have exactly one input, got {len(model.inputs)}.")
+        shape, dtype = model.inputs[0].shape[1:], model.inputs[0].dtype
+    else:
+        saved = model.save_spec(dynamic_batch=True) if hasattr(model, "save_spec") else None
+        args = tf.nest.flatten(saved[0]) if saved else []
+        if not args:
+            raise ValueError(
+                f"model {model.name!r} ({type(model).__name__}) has never been called, so its input shape is "
+                "unknown; call it once on a batch (model(x[:1])) or fit it before exporting or evaluating it."
+            )
+        if len(args) != 1 or tf.nest.flatten(saved[1]):
+            raise ValueError(f"model must take exactly one input tensor, got {len(args) + len(tf.nest.flatten(saved[1]))}.")
+        shape, dtype = args[0].shape[1:], args[0].dtype
+    if any(d is None for d in shape):
+        raise ValueError(
+            f"model's input shape (None, {', '.join(map(str, shape))}) has unknown dimensions; a flatbuffer "
+            "needs a fixed shape: build the model with keras.Input(shape=(height, width, channels))."
+        )
+    return tf.TensorSpec((1, *(int(d) for d in shape)), dtype, name="input")
+
+
+# A first-BatchNorm input whose spread differs from the moving statistics by more than this factor
+# means calibration data on another scale than the training data.
+_SPREAD_FACTOR = 8.0
+
+
+def check_calibration_range(model, samples) -> str | None:
+    """Warns when calibration samples are not on the scale the model was trained on.
+
+    Full-integer calibration fixes every activation range from these samples; data on another
+    scale (pixels 0-255 for a model trained on [0, 1]) gives an int8 model near chance accuracy
+    without an error. Two checks, the first that applies decides: a model whose first normalization
+    layer is a BatchNormalization compares the spread of that layer's input on the samples with
+    the moving variance it learned in training; otherwise integer-valued samples above 1 (raw
+    pixels) are flagged unless the model starts with a Rescaling / Normalization layer.
+
+    Args:
+        model: the tf_keras model being converted.
+        samples: a list of float arrays of shape ``(1, *input_shape)``.
+
+    Returns:
+        The warning message, or None when the data looks right.
+    """
+    x = np.concatenate(samples[:64]).astype(np.float32)
+    first = next((layer for layer in _graph_layers(model) if not isinstance(layer, keras.layers.InputLayer)), None)
+    if isinstance(first, (keras.layers.Rescaling, keras.layers.Normalization)):
+        return None
+    lo, hi = float(x.min()), float(x.max())
+    message = None
+    ratio = _bn_spread_ratio(model, x)
+    if ratio is not None:
+        if ratio > _SPREAD_FACTOR or ratio < 1 / _SPREAD_FACTOR:
+            message = (
+                f"representative_data (values in [{lo:g}, {hi:g}]) reaches the model's first BatchNormalization "
+                f"with {ratio:.3g}x the spread the model saw in training (its moving variance): the calibration "
+                "data is on another scale than the training data, and int8 ranges calibrated on it will be "
+                "wrong. Scale it as at training (kcompress datasets: float32 in [0, 1], e.g. "
+                "dataset.representative(200))."
+            )
+    elif hi > 1.0 and np.array_equal(x, np.round(x)):
+        message = (
+            f"representative_data holds integer values in [{lo:g}, {hi:g}], which look like raw pixels; "
+            "kcompress datasets and the models trained on them use float images in [0, 1], and int8 ranges "
+            "calibrated on 0-255 give a model near chance accuracy. Divide by 255 (or use "
+            "dataset.representative(200)); ignore this if the model was trained on 0-255 inputs."
+        )
+    if message:
+        warnings.warn(message, stacklevel=3)
+        logging.warning("%s", message)
+    return message
+
+
+def _graph_layers(model):
+    if not (isinstance(model, keras.Sequential) or getattr(model, "_is_graph_network", False)):
+        return []
+    out = []
+    for layer in model.layers:
+        inner = layer
+        while hasattr(inner, "layer") and isinstance(inner.layer, keras.layers.Layer):
+            inner = inner.layer
+        if isinstance(inner, keras.Model) and getattr(inner, "_is_graph_network", False):
+            out.extend(_graph_layers(inner))
+        else:
+            out.append(inner)
+    return out
+
+
+def _bn_spread_ratio(model, x) -> float | None:
+    """Median over channels of (std of the first BatchNorm's input on ``x``) / sqrt(moving variance)."""
+    if not (isinstance(model, keras.Sequential) or getattr(model, "_is_graph_network", False)) or _is_qat(model):
+        return None
+    bn = next((layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)), None)
+    if bn is None or not getattr(bn, "_inbound_nodes", None):
+        return None
+    try:
+        features = keras.Model(model.inputs, bn.input)(x, training=False).numpy()
+    except (ValueError, TypeError, AttributeError):
+        return None
+    axes = tuple(range(features.ndim - 1))
+    spread = features.std(axis=axes)
+    learned = np.sqrt(bn.moving_variance.numpy() + bn.epsilon)
+    alive = spread > 0
+    if not alive.any():
+        return None
+    return float(np.median(spread[alive] / learned[alive]))
 
 
 def to_tflite(
@@ -159,10 +279,9 @@ def to_tflite(
             "model still holds pruning wrappers; call kcompress.pruning.strip(model) before export "
             "so the flatbuffer holds plain layers with the zeros in place."
         )
-    if len(model.inputs) != 1:
-        raise ValueError(f"model must have exactly one input, got {len(model.inputs)}.")
+    spec = input_signature(model)
     qat = _is_qat(model)
-    input_shape = tuple(int(d) for d in model.inputs[0].shape[1:])
+    input_shape = tuple(int(d) for d in spec.shape[1:])
     needs_data = mode == "int16x8" or (mode == "int8" and not qat)
     if needs_data and representative_data is None:
         raise ValueError(
@@ -171,8 +290,9 @@ def to_tflite(
         )
     rep = (representative_dataset(representative_data, input_shape, verbose=verbose)
            if representative_data is not None and mode in ("int8", "int16x8") else None)
+    if rep is not None:
+        check_calibration_range(model, rep.samples)
 
-    spec = tf.TensorSpec((1, *input_shape), model.inputs[0].dtype, name="input")
     fn = tf.function(lambda x: model(x, training=False))
     concrete = fn.get_concrete_function(spec)
     converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], model)

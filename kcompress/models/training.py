@@ -4,21 +4,40 @@ from __future__ import annotations
 
 import sys
 
+from absl import logging
+
 from kcompress._keras import check_model, keras, tf
 from kcompress.data import Dataset
 
 
-def compile_classifier(model, learning_rate: float = 1e-3, optimizer: str = "adam"):
-    """Compiles ``model`` for integer labels and logits output with accuracy as metric."""
+def compile_classifier(model, learning_rate: float = 1e-3, optimizer: str = "adam", from_logits: bool | None = None):
+    """Compiles ``model`` for integer labels with sparse categorical cross-entropy and accuracy.
+
+    Args:
+        model: a tf_keras classifier.
+        learning_rate: a positive number.
+        optimizer: ``"adam"`` or ``"sgd"``.
+        from_logits: whether the model outputs logits. ``None`` (default): logits unless its last
+            layer applies a softmax (then the loss takes probabilities), so a softmax-output model
+            never trains on the loss of logits.
+    """
     model = check_model(model)
     if not isinstance(learning_rate, (int, float)) or isinstance(learning_rate, bool) or learning_rate <= 0:
         raise ValueError(f"learning_rate must be a positive number, got {learning_rate!r}.")
     optimizers = {"adam": keras.optimizers.Adam, "sgd": keras.optimizers.SGD}
     if optimizer not in optimizers:
         raise ValueError(f"optimizer must be one of {sorted(optimizers)}, got {optimizer!r}.")
+    if from_logits is None:
+        from kcompress.distillation.distiller import ends_with_softmax
+
+        from_logits = not ends_with_softmax(model)
+        if not from_logits:
+            logging.info("Model %r ends with a softmax: compiling the loss for probabilities.", model.name)
+    elif not isinstance(from_logits, bool):
+        raise TypeError(f"from_logits must be None, True or False, got {from_logits!r}.")
     model.compile(
         optimizer=optimizers[optimizer](learning_rate=learning_rate),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=from_logits),
         metrics=["accuracy"],
     )
     return model

@@ -32,6 +32,60 @@ class PipelineResult:
     log: list
 
 
+# Stages that rebuild the layer graph (clone_model), which a subclassed model does not expose.
+_GRAPH_STAGES = ("Prune", "PruneChannels", "LowRank", "Cluster", "QuantizeAware")
+# Stages that only read the model.
+_READ_ONLY_STAGES = ("Export", "Evaluate")
+
+
+def _is_graph_model(model) -> bool:
+    return isinstance(model, keras.Sequential) or bool(getattr(model, "_is_graph_network", False))
+
+
+def _copy(model, stages):
+    """The model the pipeline works on: a copy, so the caller's model is never changed."""
+    if _is_graph_model(model):
+        start = keras.models.clone_model(model)
+        start.set_weights(model.get_weights())
+        return start
+    if all(type(stage).__name__ in _READ_ONLY_STAGES for stage in stages):
+        return model  # read only: no copy needed
+    try:
+        start = type(model).from_config(model.get_config())
+        start.build(model.save_spec(dynamic_batch=True)[0][0].shape)
+        start.set_weights(model.get_weights())
+    except (NotImplementedError, TypeError, ValueError, AttributeError) as err:
+        raise ValueError(
+            f"model {model.name!r} is a subclassed model ({type(model).__name__}) that kcompress cannot copy "
+            f"({type(err).__name__}: {str(err)[:120]}), and the pipeline never changes the model it is given. "
+            "Implement get_config() (and from_config) for it, or rebuild it with the Functional API."
+        ) from err
+    return start
+
+
+def _check_output_dir(output_dir):
+    """Creates ``output_dir`` and proves it writable before any stage trains."""
+    if output_dir is None:
+        return None
+    if not isinstance(output_dir, (str, os.PathLike)) or not os.fspath(output_dir):
+        raise TypeError(f"output_dir must be None or a folder path, got {output_dir!r}.")
+    output_dir = os.fspath(output_dir)
+    if os.path.exists(output_dir) and not os.path.isdir(output_dir):
+        raise ValueError(f"output_dir {output_dir!r} is a file, not a folder; pass a folder to write flatbuffers into.")
+    try:
+        os.makedirs(output_dir, exist_ok=True)
+        import tempfile
+
+        with tempfile.NamedTemporaryFile(dir=output_dir, prefix=".kcompress-write-test-"):
+            pass
+    except OSError as err:
+        raise ValueError(
+            f"output_dir {output_dir!r} cannot be written ({type(err).__name__}: {err.strerror or err}); pass a "
+            "folder you can write to (checked before any stage trains)."
+        ) from err
+    return output_dir
+
+
 class Pipeline:
     """An ordered list of stages, e.g. prune -> distill -> QAT -> int8.
 
@@ -99,6 +153,29 @@ class Pipeline:
 
     # ---------------------------------------------------------------- run
 
+    def _check_model(self, model):
+        """Refuses, before any training, a model some stage cannot work on."""
+        from kcompress.distillation.distiller import ends_with_softmax
+
+        kinds = [type(stage).__name__ for stage in self.stages]
+        if "Distill" in kinds and ends_with_softmax(model):
+            raise ValueError(
+                f"model {model.name!r} ends with a softmax, but the Distill stage needs a logits output (soft "
+                "targets are softened logits). Build the model without the final softmax (apply it at "
+                "inference), or leave Distill out: the other stages detect the softmax and train with the "
+                "loss for probabilities."
+            )
+        if not _is_graph_model(model):
+            graph = [k for k in kinds if k in _GRAPH_STAGES]
+            if graph:
+                raise ValueError(
+                    f"model {model.name!r} is a subclassed model ({type(model).__name__}), but stage(s) "
+                    f"{graph} rebuild the model layer by layer, which needs a Functional or Sequential model. "
+                    "Rebuild it with the Functional API; a subclassed model can only be trained, distilled, "
+                    "exported and evaluated."
+                )
+
+
     def run(self, dataset: Dataset, model=None, teacher=None, output_dir: str | None = None,
             strategy=None, verbose: int | None = None, seed: int | None = None) -> PipelineResult:
         """Runs every stage in order.
@@ -126,11 +203,12 @@ class Pipeline:
         model = check_model(model)
         if teacher is not None:
             teacher = check_model(teacher, "teacher")
+        output_dir = _check_output_dir(output_dir)
+        self._check_model(model)
         import contextlib
 
         with strategy.scope() if strategy is not None else contextlib.nullcontext():
-            start = keras.models.clone_model(model)
-            start.set_weights(model.get_weights())
+            start = _copy(model, self.stages)
         state = State(model=start, dataset=dataset, teacher=teacher if teacher is not None else model,
                       name=self.name, output_dir=output_dir, strategy=strategy, verbose=verbose)
         i, n = 0, len(self.stages)

@@ -10,7 +10,7 @@ from absl import logging
 from tensorflow_model_optimization.python.core.sparsity.keras import prunable_layer, prune_registry
 
 from kcompress._keras import check_model, keras
-from kcompress.pruning.wrapper import PruneLowMagnitude, is_pruning_wrapper
+from kcompress.pruning.wrapper import DEPTHWISE_KERNELS, PruneLowMagnitude, is_pruning_wrapper
 
 _TFMOT_SCHEDULE = tfmot.sparsity.keras.PruningSchedule
 
@@ -39,6 +39,8 @@ def prunable_weight_names(layer) -> list[str]:
         return []
     if isinstance(layer, prunable_layer.PrunableLayer):
         return [w.name for w in layer.get_prunable_weights()]
+    if type(layer) in DEPTHWISE_KERNELS:
+        return list(DEPTHWISE_KERNELS[type(layer)])
     if prune_registry.PruneRegistry.supports(layer):
         return list(prune_registry.PruneRegistry._weight_names(layer))  # noqa: SLF001 - TFMOT's registry table
     return []
@@ -150,6 +152,8 @@ def prune(model, schedule, layers=None, block_size=(1, 1), m_by_n=None):
         m_by_n = (m, n)
     copy = _copy(model)
     choose = _selector(copy, layers)
+    if block != (1, 1):
+        _check_block(copy, choose, block)
     wrapped = []
 
     def wrap(layer):
@@ -165,6 +169,20 @@ def prune(model, schedule, layers=None, block_size=(1, 1), m_by_n=None):
         raise ValueError(f"model {model.name!r} has no prunable layer (Conv, Dense, ...); nothing to prune.")
     logging.info("Pruning %d layers of %s: %s", len(wrapped), model.name, ", ".join(wrapped))
     return result
+
+
+def _check_block(model, choose, block):
+    """Block sparsity needs 2-D kernels (TFMOT pools blocks over a matrix): names the layers that have others."""
+    chosen = [layer for layer in _all_layers(model) if not isinstance(layer, keras.Model) and choose(layer)]
+    bad = [f"{layer.name!r} ({type(layer).__name__}, {len(w.shape)}-D {w.name.split('/')[-1].split(':')[0]})"
+           for layer in chosen for w in _prunable_weights(layer) if len(w.shape) != 2]
+    if bad:
+        dense = [layer.name for layer in chosen if all(len(w.shape) == 2 for w in _prunable_weights(layer))]
+        raise ValueError(
+            f"block_size={block} prunes blocks of 2-D kernels (Dense), but layer(s) {', '.join(bad)} cannot be "
+            f"block-pruned. Prune only the Dense layers in blocks (layers={dense!r}), or use block_size=(1, 1) "
+            "or m_by_n for the convolutions."
+        )
 
 
 def strip(model):
@@ -223,14 +241,29 @@ def prunable_kernels(model) -> list[tuple[str, np.ndarray]]:
             for w, m, _ in layer.pruning_vars:
                 out.append((layer.layer.name, w.numpy() * m.numpy()))
         elif not isinstance(layer, keras.Model):
-            for w in _prunable_weights(layer):
-                out.append((layer.name, w.numpy()))
+            # A quantization-aware model holds its layers inside QuantizeWrappers.
+            if _is_quantize_wrapper(layer):
+                # Inside the wrapper, layer.kernel is the fake-quantized tensor; read the variables by name.
+                inner = layer.layer
+                names = {w.split("/")[-1].split(":")[0] for w in prunable_weight_names(inner)}
+                weights = [w for w in layer.weights if w.name.split("/")[-1].split(":")[0] in names]
+            else:
+                inner, weights = layer, _prunable_weights(layer)
+            for w in weights:
+                out.append((inner.name, w.numpy()))
     return out
+
+
+def _is_quantize_wrapper(layer) -> bool:
+    return type(layer).__name__.startswith("QuantizeWrapper") and isinstance(getattr(layer, "layer", None),
+                                                                              keras.layers.Layer)
 
 
 def _prunable_weights(layer) -> list:
     if isinstance(layer, prunable_layer.PrunableLayer):
         return list(layer.get_prunable_weights())
+    if type(layer) in DEPTHWISE_KERNELS:
+        return [getattr(layer, name) for name in DEPTHWISE_KERNELS[type(layer)]]
     if prune_registry.PruneRegistry.supports(layer):
         return [getattr(layer, name) for name in prune_registry.PruneRegistry._weight_names(layer)]  # noqa: SLF001
     return []

@@ -31,6 +31,13 @@ def _own_weights(model) -> list:
     return out
 
 
+def _bookkeeping(name: str) -> bool:
+    """Pruning masks / thresholds and QAT's quantizer ranges and step counter: not model weights."""
+    base = name.split(":")[0]
+    return (any(t in base for t in ("mask", "threshold", "pruning_step", "optimizer_step"))
+            or base.endswith(("_min", "_max")))
+
+
 @dataclasses.dataclass(frozen=True)
 class LayerSparsity:
     """Zeros in one layer's prunable kernel."""
@@ -52,7 +59,7 @@ class SparsityReport:
         layers: per prunable layer (kernels; masks applied for wrapped layers).
         prunable: fraction of zeros over all prunable kernels.
         overall: fraction of zeros over every float weight of the model's layers (biases and
-            BatchNorm included; pruning masks and thresholds excluded; a ``Distiller``'s
+            BatchNorm included; pruning masks and thresholds and QAT quantizer ranges excluded; a ``Distiller``'s
             teacher, which is not in its ``layers``, excluded).
         params, zeros: counts behind ``overall``.
     """
@@ -79,7 +86,10 @@ class SparsityReport:
 
 
 def sparsity(model) -> SparsityReport:
-    """Reports the fraction of zero weights of a (pruned, stripped or plain) model.
+    """Reports the fraction of zero weights of a (pruned, stripped, quantization-aware or plain) model.
+
+    Prunable kernels are those of Conv / Dense layers and, in kcompress, DepthwiseConv2D and both
+    kernels of SeparableConv layers; a quantization-aware model's are read inside its quantize wrappers.
 
     Example:
         >>> report = sparsity(strip(pruned))
@@ -97,7 +107,7 @@ def sparsity(model) -> SparsityReport:
     masks = {id(w): m for layer in _wrappers(model) for w, m, _ in layer.pruning_vars}
     params = zeros = 0
     for w in _own_weights(model):
-        if w.dtype.is_floating and not any(t in w.name for t in ("mask", "threshold", "pruning_step")):
+        if w.dtype.is_floating and not _bookkeeping(w.name):
             values = w.numpy() * masks[id(w)].numpy() if id(w) in masks else w.numpy()
             params += values.size
             zeros += int(values.size - np.count_nonzero(values))

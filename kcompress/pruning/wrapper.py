@@ -18,10 +18,40 @@ from kcompress.pruning import schedules as _schedules
 
 _TFMOT_WRAPPER = _tfmot_wrapper.PruneLowMagnitude
 
+# Kernels TFMOT's registry leaves dense (it prunes no DepthwiseConv2D weight, and only the
+# pointwise kernel of a SeparableConv), which kcompress prunes too.
+DEPTHWISE_KERNELS = {
+    keras.layers.DepthwiseConv2D: ("depthwise_kernel",),
+    keras.layers.DepthwiseConv1D: ("depthwise_kernel",),
+    keras.layers.SeparableConv1D: ("depthwise_kernel", "pointwise_kernel"),
+    keras.layers.SeparableConv2D: ("depthwise_kernel", "pointwise_kernel"),
+}
+
+
+def _make_prunable(layer):
+    """Gives a depthwise / separable layer a ``get_prunable_weights`` listing its kernels (TFMOT's hook)."""
+    attrs = DEPTHWISE_KERNELS.get(type(layer))
+    if attrs and not hasattr(layer, "get_prunable_weights"):
+        layer.get_prunable_weights = lambda: [getattr(layer, a) for a in attrs]
+    return layer
+
 
 @keras.utils.register_keras_serializable(package="kcompress")
 class PruneLowMagnitude(_TFMOT_WRAPPER):
-    """Magnitude pruning wrapper around one layer (see ``kcompress.pruning.prune``)."""
+    """Magnitude pruning wrapper around one layer (see ``kcompress.pruning.prune``).
+
+    Unlike TFMOT's, it prunes DepthwiseConv2D kernels and both kernels of a SeparableConv, and
+    an error while it builds names the layer.
+    """
+
+    def __init__(self, layer, *args, **kwargs):
+        super().__init__(_make_prunable(layer), *args, **kwargs)
+
+    def build(self, input_shape):
+        try:
+            super().build(input_shape)
+        except ValueError as err:
+            raise ValueError(f"cannot prune layer {self.layer.name!r} ({type(self.layer).__name__}): {err}") from err
 
     def get_config(self):
         config = super().get_config()

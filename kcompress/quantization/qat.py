@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable
 
 import numpy as np
@@ -9,6 +10,9 @@ import tensorflow_model_optimization as tfmot
 from absl import logging
 from tensorflow_model_optimization.python.core.quantization.keras.collab_opts.prune_preserve import (
     prune_preserve_quantize_registry as _pp_registry,
+)
+from tensorflow_model_optimization.python.core.quantization.keras.default_8bit.default_8bit_quantize_configs import (
+    NoOpQuantizeConfig as _NoOpConfig,
 )
 from tensorflow_model_optimization.python.core.quantization.keras.default_8bit.default_8bit_quantize_registry import (
     Default8BitConvQuantizeConfig as _Default8BitConvConfig,
@@ -25,8 +29,12 @@ _prune_preserve = tfmot.experimental.combine
 
 # Mostly zeros: at or above this fraction of zero kernel weights QAT preserves sparsity by default.
 SPARSE_THRESHOLD = 0.5
-# Layers whose kernels the prune-preserving scheme keeps at zero.
-_KERNELS = {"Conv2D": "kernel", "Dense": "kernel", "DepthwiseConv2D": "depthwise_kernel"}
+# Layers whose kernels the prune-preserving scheme keeps at zero (a SeparableConv2D becomes a
+# DepthwiseConv2D and a 1x1 Conv2D in QAT, so both of its kernels are kept too).
+_KERNELS = {
+    "Conv2D": ("kernel",), "Dense": ("kernel",), "DepthwiseConv2D": ("depthwise_kernel",),
+    "SeparableConv2D": ("depthwise_kernel", "pointwise_kernel"),
+}
 
 
 class _LeaveFloat(_qk.QuantizeConfig):
@@ -187,34 +195,104 @@ class SparsityPreservingConvQuantizeConfig(_Default8BitConvConfig):
         self.weight_quantizer = SparsityPreservingConvWeightsQuantizer()
 
 
+_PROTECTED = (keras.layers.Conv2D, keras.layers.Dense, keras.layers.DepthwiseConv2D)
+
+
+def _sparsity_preserving(layer, config):
+    """``config`` with a weight quantizer that keeps ``layer``'s zeros at zero, or None if it has no such form.
+
+    TFMOT hands a kernel layer one of three configs: the registry's per-channel conv / per-tensor
+    config, or (its layout transform, when a separate ReLU layer follows the Conv2D / Dense /
+    DepthwiseConv2D) a ``NoOpQuantizeConfig`` that leaves the kernel in float and unmasked, so
+    its zeros train back. That one becomes a weights-only config: the kernel is masked and
+    fake-quantized, the output stays unquantized as TFMOT wants before the ReLU.
+    """
+    if type(layer) not in _PROTECTED:
+        return config
+    if isinstance(config, (SparsityPreservingConvQuantizeConfig, SparsityPreservingQuantizeConfig)):
+        return config
+    if isinstance(config, _NoOpConfig):
+        # Per-channel for convolutions, per-tensor for Dense: what TFMOT's registry would give them.
+        conv = isinstance(layer, keras.layers.Conv2D) or isinstance(layer, keras.layers.DepthwiseConv2D)
+        cls = SparsityPreservingConvQuantizeConfig if conv else SparsityPreservingQuantizeConfig
+        return cls(list(_KERNELS[type(layer).__name__]), [], False)
+    if isinstance(config, _Default8BitConvConfig):
+        return SparsityPreservingConvQuantizeConfig(config.weight_attrs, config.activation_attrs, config.quantize_output)
+    if type(config) is _Default8BitConfig:
+        return SparsityPreservingQuantizeConfig(config.weight_attrs, config.activation_attrs, config.quantize_output)
+    return None
+
+
 class _SparsityPreservingRegistry(_pp_registry.Default8bitPrunePreserveQuantizeRegistry):
-    """TFMOT's prune-preserving registry, handing out configs that save and load as such."""
+    """TFMOT's prune-preserving registry, handing out configs that save and load as such.
+
+    TFMOT's registry leaves DepthwiseConv2D kernels unprotected; this one protects them too.
+    """
 
     def get_quantize_config(self, layer):
         config = super().get_quantize_config(layer)
         # Decided from the layer and config types, as TFMOT's scheme does for trainable layers
         # (it skips layers whose weights are frozen, whose zeros need no protection anyway).
-        if type(layer) not in (keras.layers.Conv2D, keras.layers.Dense):
-            return config
-        args = (config.weight_attrs, config.activation_attrs, config.quantize_output)
-        if isinstance(config, _Default8BitConvConfig):
-            return SparsityPreservingConvQuantizeConfig(*args)
-        if type(config) is _Default8BitConfig:
-            return SparsityPreservingQuantizeConfig(*args)
-        logging.warning("Layer %r got a %s; its zeros are not protected during QAT.", layer.name,
-                        type(config).__name__)
-        return config
+        kept = _sparsity_preserving(layer, config)
+        return config if kept is None else kept
+
+
+class _SparsityPreservingLayout(_qk.QuantizeLayoutTransform):
+    """TFMOT's 8-bit layout transform, then every kernel config it chose made sparsity-preserving."""
+
+    def __init__(self, inner):
+        self._inner = inner
+
+    def apply(self, model, layer_quantize_map):
+        model, layer_quantize_map = self._inner.apply(model, layer_quantize_map)
+        for layer in model.layers:
+            entry = layer_quantize_map.get(layer.name)
+            config = entry.get("quantize_config") if entry else None
+            if config is not None:
+                kept = _sparsity_preserving(layer, config)
+                if kept is not None:
+                    entry["quantize_config"] = kept
+        return model, layer_quantize_map
 
 
 class _SparsityPreservingScheme(_prune_preserve.Default8BitPrunePreserveQuantizeScheme):
+    def get_layout_transformer(self):
+        return _SparsityPreservingLayout(super().get_layout_transformer())
+
     def get_quantize_registry(self):
         return _SparsityPreservingRegistry()
 
 
-def kernel_sparsity(model) -> float:
-    """Fraction of zeros over the Conv2D / Dense / DepthwiseConv2D kernels of ``model``.
+def _inner(layer):
+    """The layer inside quantization (and pruning) wrappers."""
+    while hasattr(layer, "layer") and isinstance(layer.layer, keras.layers.Layer):
+        layer = layer.layer
+    return layer
 
-    These are the weights pruning removes and the prune-preserving QAT scheme keeps at zero.
+
+def _kernels(model):
+    """(layer, kernel variable) of every Conv2D / Dense / DepthwiseConv2D / SeparableConv2D kernel, wrapped or not."""
+    for layer in _leaf_layers(model):
+        inner = _inner(layer)
+        for variable in _kernel_variables(layer):
+            yield inner, variable
+
+
+def _kernel_variables(layer) -> list:
+    """The kernel variables of ``layer`` (or of the layer it wraps), found by name.
+
+    Inside a QuantizeWrapper, ``layer.layer.kernel`` is the fake-quantized tensor of the last call
+    and ``layer.layer.weights`` is empty: the wrapper holds the variables.
+    """
+    attrs = _KERNELS.get(type(_inner(layer)).__name__, ())
+    return [w for w in layer.weights if w.name.split("/")[-1].split(":")[0] in attrs]
+
+
+def kernel_sparsity(model) -> float:
+    """Fraction of zeros over the Conv2D / Dense / DepthwiseConv2D / SeparableConv2D kernels of ``model``.
+
+    These are the weights pruning removes and the prune-preserving QAT scheme keeps at zero. A
+    quantization-aware model counts the kernels inside its quantize wrappers.
 
     Example:
         >>> kernel_sparsity(kc.pruning.strip(pruned))
@@ -222,12 +300,10 @@ def kernel_sparsity(model) -> float:
     """
     check_model(model)
     total = zeros = 0
-    for layer in _leaf_layers(model):
-        attr = _KERNELS.get(type(layer).__name__)
-        if attr and getattr(layer, attr, None) is not None:
-            values = getattr(layer, attr).numpy()
-            total += values.size
-            zeros += int(values.size - np.count_nonzero(values))
+    for _, kernel in _kernels(model):
+        values = kernel.numpy()
+        total += values.size
+        zeros += int(values.size - np.count_nonzero(values))
     return zeros / total if total else 0.0
 
 
@@ -237,6 +313,23 @@ def _leaf_layers(model):
             yield from _leaf_layers(layer)
         else:
             yield layer
+
+
+def _unprotected(qat) -> list[str]:
+    """Names of layers of ``qat`` holding kernel zeros that QAT's training would not keep at zero."""
+    kept = (SparsityPreservingWeightsQuantizer, SparsityPreservingConvWeightsQuantizer,
+            _pp_registry.PrunePreserveDefaultWeightsQuantizer)
+    out = []
+    for layer in _leaf_layers(qat):
+        inner = _inner(layer)
+        kernels = [w for w in _kernel_variables(layer) if np.any(w.numpy() == 0)]
+        if not kernels:
+            continue
+        # A QuantizeWrapper keeps (variable, quantizer, quantizer variables) for each weight it quantizes.
+        protected = {id(w) for w, quantizer, _ in getattr(layer, "_weight_vars", []) if isinstance(quantizer, kept)}
+        if any(id(w) not in protected for w in kernels):
+            out.append(f"{inner.name!r} ({type(inner).__name__})")
+    return out
 
 
 def _is_graph_model(model) -> bool:
@@ -337,6 +430,16 @@ def _apply(model, layers, preserve_sparsity):
 
         annotated = keras.models.clone_model(copy, clone_function=annotate)
         qat = _qk.quantize_apply(annotated, scheme)
+    if preserve_sparsity:
+        unprotected = _unprotected(qat)
+        if unprotected:
+            warnings.warn(
+                f"QAT will not keep the zeros of layer(s) {', '.join(unprotected)}: they are left in float or "
+                "have a QuantizeConfig without a sparsity-preserving weight quantizer, so fine-tuning trains "
+                "their zeros back. Quantize them too (layers=None) or annotate them with "
+                "kcompress.quantization.SparsityPreservingQuantizeConfig / SparsityPreservingConvQuantizeConfig.",
+                stacklevel=3,
+            )
     return qat, [layer for layer in model.layers if any(layer.name == u.name for u in scheme.registry.unsupported)], \
         preserve_sparsity, chosen
 
@@ -373,8 +476,14 @@ def quantize_aware(model, layers=None, preserve_sparsity: bool | None = None):
 
     With ``preserve_sparsity`` the prune-preserving scheme
     (``tfmot.experimental.combine.Default8BitPrunePreserveQuantizeScheme``) multiplies each
-    Conv2D / Dense kernel by its zero mask before fake-quantizing it, so a pruned model's
-    zeros survive QAT; plain QAT lets them grow back. kcompress hands out its configs as
+    Conv2D / Dense / DepthwiseConv2D kernel (and both kernels of a SeparableConv2D, which QAT
+    splits into a depthwise and a 1x1 conv) by its zero mask before fake-quantizing it, so a
+    pruned model's zeros survive QAT; plain QAT lets them grow back. That holds whatever follows
+    the layer: TFMOT leaves a kernel followed by a separate ReLU layer unquantized and unmasked
+    (a ``NoOpQuantizeConfig``), and DepthwiseConv2D kernels unmasked; kcompress masks and
+    fake-quantizes those too. A kernel with zeros that still would train freely (a layer left in
+    float by ``layers=``, or one you annotated with your own config) is named in a
+    ``UserWarning`` before training. kcompress hands out its configs as
     :class:`SparsityPreservingQuantizeConfig` / :class:`SparsityPreservingConvQuantizeConfig`,
     which keep doing so after the model is saved and loaded (TFMOT's would not).
 
@@ -385,7 +494,7 @@ def quantize_aware(model, layers=None, preserve_sparsity: bool | None = None):
             ``kcompress.pruning.strip``).
         layers: ``None`` to quantize every layer, or names (or layer objects) of the
             layers to quantize; the others stay in float.
-        preserve_sparsity: keep the zeros of Conv2D / Dense kernels. ``None`` (default)
+        preserve_sparsity: keep the zeros of the convolution and Dense kernels. ``None`` (default)
             turns it on when the kernels are at least half zeros (see :func:`kernel_sparsity`).
 
     Returns:

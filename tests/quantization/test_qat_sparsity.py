@@ -1,0 +1,84 @@
+"""Sparsity-preserving QAT on users' own models: every pruned kernel keeps its zeros, whatever follows it."""
+
+import warnings
+
+import numpy as np
+import pytest
+import user_models as um
+
+import kcompress as kc
+
+
+@pytest.fixture(scope="module")
+def fashion():
+    return kc.data.load("fashion_mnist").take(train=1200, test=500)
+
+
+def _pruned(name, ds, sparsity=0.7):
+    """A user model trained 2 epochs, pruned to ``sparsity`` with kcompress for 1 epoch, stripped."""
+    model = um.train(um.BUILDERS[name](0), ds, epochs=2, batch_size=32)
+    pruned = kc.pruning.prune(model, kc.pruning.ConstantSparsity(sparsity, begin_step=0))
+    kc.models.compile_classifier(pruned, 1e-3)
+    pruned.fit(ds.x_train, ds.y_train, epochs=1, batch_size=64, verbose=0, callbacks=kc.pruning.callbacks())
+    return kc.pruning.strip(pruned)
+
+
+@pytest.fixture(scope="module")
+def pruned_nets(fashion):
+    return {name: _pruned(name, fashion) for name in ("residual_net", "depthwise_net", "sequential_cnn")}
+
+
+def _qat(model, ds, epochs=2, **kwargs):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "zeros not kept" warning for a fully quantized model
+        qat = kc.quantization.quantize_aware(model, **kwargs)
+    kc.models.compile_classifier(qat, 1e-4)
+    qat.fit(ds.x_train, ds.y_train, epochs=epochs, batch_size=64, verbose=0)
+    return qat
+
+
+@pytest.mark.parametrize("name", ["residual_net", "depthwise_net"])
+def test_flatbuffer_nonzeros_survive_two_epochs_of_qat(pruned_nets, fashion, name):
+    """Acceptance: Conv2D -> BN -> ReLU, 1x1 convs, Conv2D -> ReLU() layer, depthwise and separable convs."""
+    pruned = pruned_nets[name]
+    before = kc.export.describe(kc.export.to_tflite(pruned, "int8", representative_data=fashion.representative(100),
+                                                    verbose=False))
+    qat = _qat(pruned, fashion, epochs=2, preserve_sparsity=True)
+    after = kc.export.describe(kc.export.to_tflite(qat, "int8", verbose=False))
+    assert after.params == before.params
+    assert abs(after.nonzero_params - before.nonzero_params) <= 0.01 * before.nonzero_params, (
+        name, before.nonzero_params, after.nonzero_params)
+    assert 1 - after.nonzero_params / after.params > 0.6, (name, after.nonzero_params, after.params)
+
+
+def test_conv_followed_by_a_relu_layer_keeps_its_zeros(pruned_nets, fashion):
+    """TFMOT gives a Conv2D / Dense followed by a ReLU layer a NoOp config that left the kernel unmasked."""
+    pruned = pruned_nets["sequential_cnn"]
+    qat = _qat(pruned, fashion, epochs=1)  # preserve_sparsity=None: on, the kernels are 70% zeros
+    configs = {layer.layer.name: type(layer.quantize_config).__name__ for layer in qat.layers
+               if hasattr(layer, "quantize_config")}
+    assert configs["conv1"] == configs["conv2"] == "SparsityPreservingConvQuantizeConfig"
+    assert configs["fc1"] == configs["logits"] == "SparsityPreservingQuantizeConfig"
+    for layer in ("conv1", "conv2", "fc1", "logits"):
+        before = dict(kc.pruning.prunable_kernels(pruned))[layer]
+        after = dict(kc.pruning.prunable_kernels(qat))[layer]
+        np.testing.assert_array_equal(after == 0, before == 0)
+
+
+def test_kernels_left_in_float_are_named_in_a_warning(pruned_nets):
+    pruned = pruned_nets["sequential_cnn"]
+    with pytest.warns(UserWarning, match=r"QAT will not keep the zeros of layer\(s\) 'conv1' \(Conv2D\)"):
+        kc.quantization.quantize_aware(pruned, layers=["conv2", "fc1", "logits"], preserve_sparsity=True)
+
+
+@pytest.mark.parametrize("name", ["residual_net", "depthwise_net"])
+def test_sparsity_reports_of_a_qat_model(pruned_nets, name):
+    pruned = pruned_nets[name]
+    qat = kc.quantization.quantize_aware(pruned, preserve_sparsity=True)
+    expected = kc.pruning.sparsity(pruned).prunable
+    assert expected == pytest.approx(0.7, abs=0.01)
+    assert kc.pruning.sparsity(qat).prunable == pytest.approx(expected, abs=1e-6)
+    assert kc.quantization.kernel_sparsity(qat) == pytest.approx(kc.quantization.kernel_sparsity(pruned), abs=1e-6)
+    assert kc.quantization.kernel_sparsity(qat) > 0.69
+    # Quantizer ranges are not weights: the overall fraction is the pruned model's.
+    assert kc.pruning.sparsity(qat).overall == pytest.approx(kc.pruning.sparsity(pruned).overall, abs=1e-6)
