@@ -67,3 +67,14 @@ def test_non_model_raises_type_error():
         check_model(np.zeros(3))
     with pytest.raises(TypeError, match=r"got keras.*Dense \(a Keras 3 layer, not a model\)"):
         check_model(keras3.layers.Dense(3))
+
+
+def test_keras3_fit_with_the_accuracy_string_works_next_to_kcompress(mnist_small):
+    """Issue 13's note: Keras 3 fit(metrics=["accuracy"]) was reported to fail with "dtype='string' is
+    not a valid dtype for Keras type promotion". With keras 3.15 / TensorFlow 2.21 it works, here
+    with TF_USE_LEGACY_KERAS=1 set and tf_keras loaded; the other tests use metric objects anyway."""
+    model = keras3.Sequential([keras3.Input((28, 28, 1)), keras3.layers.Flatten(), keras3.layers.Dense(10)])
+    model.compile("adam", keras3.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+    history = model.fit(mnist_small.x_train[:512], mnist_small.y_train[:512], epochs=1, batch_size=128, verbose=0)
+    assert os.environ["TF_USE_LEGACY_KERAS"] == "1"
+    assert 0.0 < history.history["accuracy"][0] <= 1.0
