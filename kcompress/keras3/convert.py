@@ -206,13 +206,11 @@ class _Converter:
                     f"so it cannot be converted; wrap it in a supported layer. Supported layers: "
                     f"{', '.join(_layers.SUPPORTED_LAYERS)}."
                 ) from err
-            parse = _parse_keras3_value if self.source.is_keras3 else _parse_tf_keras_node
-            nodes = []
-            for node in entry["inbound_nodes"]:
-                if self.source.is_keras3:
-                    nodes.append((parse(node.get("args", [])), parse(node.get("kwargs", {}))))
-                else:
-                    nodes.append(parse(node))
+            if self.source.is_keras3:
+                nodes = [(_parse_keras3_value(node.get("args", [])), _parse_keras3_value(node.get("kwargs", {})))
+                         for node in entry["inbound_nodes"]]
+            else:
+                nodes = [_parse_tf_keras_node(node) for node in entry["inbound_nodes"]]
             calls.append((name, layer, nodes))
 
         in_refs, single_in = _io_refs(config["input_layers"])
@@ -220,12 +218,9 @@ class _Converter:
         offsets = self._call_offsets(model, calls, in_refs, out_refs)
 
         outputs = defaultdict(list)  # layer name -> output structure of each call, in call order
-        inputs_by_name = {}
         for entry in config["layers"]:
             if entry["class_name"] == "InputLayer":
-                tensor = self._input(entry["config"], model)
-                inputs_by_name[entry["name"]] = tensor
-                outputs[entry["name"]].append(tensor)
+                outputs[entry["name"]].append(self._input(entry["config"], model))
 
         def resolve(ref: _Ref, io: bool = False):
             call = ref.call - offsets[ref.name][1 if io else 0]
