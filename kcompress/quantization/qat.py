@@ -298,7 +298,7 @@ def kernel_sparsity(model) -> float:
         >>> kernel_sparsity(kc.pruning.strip(pruned))
         0.8
     """
-    check_model(model)
+    model = check_model(model)
     total = zeros = 0
     for _, kernel in _kernels(model):
         values = kernel.numpy()
