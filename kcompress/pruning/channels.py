@@ -343,7 +343,7 @@ def channel_groups(model) -> list[ChannelGroup]:
 
 
 def _check_input_model(model):
-    _check_graph_model(model)
+    model = _check_graph_model(model)
     if any(is_pruning_wrapper(layer) for layer in model.layers):
         raise ValueError("model holds pruning wrappers; strip() it before prune_channels.")
     return model

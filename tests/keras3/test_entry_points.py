@@ -94,8 +94,6 @@ def test_quantize_aware_of_a_keras3_model(trained_lenet_k3, tiny):
     assert kc.quantization.kernel_sparsity(trained_lenet_k3) == 0.0
 
 
-@pytest.mark.xfail(strict=True, reason="kcompress/pruning/channels.py _check_input_model() drops check_model's "
-                   "result; needs `model = _check_graph_model(model)` there (file owned by another engineer)")
 def test_prune_channels_of_a_keras3_model(trained_lenet_k3):
     slim = kc.pruning.prune_channels(trained_lenet_k3, ratio=0.5)
     assert _is_tf_keras(slim) and slim.get_layer("conv2").filters == 8
