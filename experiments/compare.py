@@ -45,6 +45,27 @@ _BASELINE = ("dataset", "model", "epochs", "batch_size", "learning_rate", "seed"
              "latency_runs", "robustness_samples")
 
 
+# The recipe kc.compress found for LeNet-5 on MNIST at the default budget (experiments/compress.py).
+_RECIPE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "recipes", "lenet5_mnist.json")
+
+
+def _compress_recipe(args):
+    """(pipeline, meta) of the committed kc.compress recipe for args' model, or None."""
+    path = args.get("compress_recipe", _RECIPE)
+    if not path:
+        return None
+    if not os.path.isfile(path):
+        logging.warning("No compress recipe at %s; the compressed_budget variant is left out.", path)
+        return None
+    with open(path, encoding="utf-8") as f:
+        meta = json.load(f)
+    if meta.get("model") != args["model"]:
+        logging.info("The compress recipe %s is for %s, not %s; compressed_budget is left out.", path,
+                     meta.get("model"), args["model"])
+        return None
+    return Pipeline.from_config(meta["recipe"]), meta
+
+
 def define_flags():
     """Defines this script's flags (a function so tests can import and reuse them)."""
     before = set(FLAGS)
@@ -77,6 +98,8 @@ def define_flags():
     flags.DEFINE_integer("clusters", 16, "Shared weight values per layer in the prune + cluster variant.")
     flags.DEFINE_integer("latency_rounds", 20, "Interleaved rounds of the final same-process latency comparison.")
     flags.DEFINE_list("variants", None, "Run only these variants (default: all).")
+    flags.DEFINE_string("compress_recipe", _RECIPE, "Recipe found by experiments/compress.py, replayed as the "
+                        "'compressed_budget' variant when it was found for --model ('' to leave it out).")
     _FLAG_NAMES[:] = sorted(set(FLAGS) - before)
 
 
@@ -117,6 +140,11 @@ def variants(args: dict) -> dict[str, tuple[str, Pipeline]]:
                                                                      QuantizeAware(**qat), Distill(t, a, batch_size=b),
                                                                      Export("int8"), ev]),
     }
+    found = _compress_recipe(args)
+    if found is not None:
+        recipe, _ = found
+        # The recipe's own stages (its seeds too, see run()), measured like every other row.
+        spec["compressed_budget"] = ("baseline", [*recipe.stages[:-1], ev])
     return {name: (start, Pipeline(stages, name=name)) for name, (start, stages) in spec.items()}
 
 
@@ -190,7 +218,9 @@ def run(args: dict) -> list[dict]:
             baseline = kc.keras.models.load_model(baseline_path, compile=False)
             model = (baseline if start == "baseline"
                      else kc.models.get(args["student"], ds.input_shape, ds.num_classes, seed=args["seed"]))
-            result = pipeline.run(ds, model=model, teacher=baseline, output_dir=out)
+            # The compress recipe repeats its search's training only with the stage seeds it was found with.
+            seed = args["seed"] if name == "compressed_budget" else None
+            result = pipeline.run(ds, model=model, teacher=baseline, output_dir=out, seed=seed)
         record = {"fingerprint": fingerprint, "pipeline": pipeline.get_config(), "start": start,
                   "seconds": time.perf_counter() - t0, "records": result.records, "log": result.log}
         kc.export.write_atomic(path, json.dumps(record, indent=2, default=str) + "\n")
@@ -236,6 +266,7 @@ def _finish(out, ds, done, plan, args) -> list[dict]:
     columns = ("variant", "flatbuffer", "accuracy", "accuracy_delta", "nonzero_params", "size_bytes", "gzip_bytes",
                "compression", "gzip_compression", "entropy_bytes", "entropy_ratio", "macs", "latency_ms", "latency_ratio")
     robust_cols = ("variant", "flatbuffer", "accuracy", *sorted(k for k in records[0] if k.startswith("robust_")))
+    found = _compress_recipe(args)
     stage_lines = []
     for name in plan:
         entry = done[name]
@@ -257,6 +288,9 @@ def _finish(out, ds, done, plan, args) -> list[dict]:
          f"at {best['size_bytes']:,} bytes, {best['compression']:.1f}x smaller than float32."
          if best else "No int8 flatbuffer is within 0.2 points of the baseline."),
         "",
+        *([f"compressed_budget: the recipe `kc.compress` found for {found[1]['budget']} on {found[1]['dataset']} "
+           f"(`{found[1]['command']}`), replayed from `{os.path.relpath(args.get('compress_recipe') or _RECIPE)}` "
+           "with its stage seeds.", ""] if "compressed_budget" in plan and found is not None else []),
         "![accuracy vs size](pareto.png)",
         "",
         f"Robustness: accuracy on the first {args['robustness_samples']} test images with Gaussian noise of "

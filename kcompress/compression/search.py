@@ -208,7 +208,7 @@ class _Search:
     def measure(self, model, per_channel=True) -> tuple[bytes, dict]:
         """PTQ int8 slim flatbuffer of ``model`` and its record (bytes, val accuracy in LiteRT, macs, arena)."""
         from kcompress import export
-        from kcompress.evaluation import gzip_size, keras_macs
+        from kcompress.evaluation import keras_macs
 
         flat = export.to_tflite(model, "int8", representative_data=self.rep, verbose=False, slim=True,
                                 per_channel=per_channel)
@@ -405,7 +405,7 @@ class _Search:
             return (ok, -rec["size_bytes"] if ok else rec["val_accuracy"], rec["val_accuracy"])
 
         results = []
-        for flat, rec, how, m in options:
+        for _flat, rec, how, _model in options:
             label = "qat_int8" if how["qat"] else f"ptq_int8_{'per_channel' if how['per_channel'] else 'per_tensor'}"
             rec.update({"phase": "finish", "variant": f"step{step}_{label}", "step": step, "export": label,
                         "widths": _widths(float_model), **how,
@@ -669,8 +669,8 @@ def compress(model, dataset: Dataset, max_bytes: int | None = None, max_accuracy
                        default=None)
         best = max((e["record"] for e in search.state["finishes"].values()), key=lambda r: r["val_accuracy"],
                    default=None)
-        msg = [f"the budget ({budget.describe()}) cannot be met from {model.name!r}"
-               f"{' with the accuracy floor %.4f' % floor if floor is not None else ''}."]
+        where = f" with the accuracy floor {floor:.4f}" if floor is not None else ""
+        msg = [f"the budget ({budget.describe()}) cannot be met from {model.name!r}{where}."]
         if smallest is not None:
             msg.append(f"Smallest finished flatbuffer: {smallest['size_bytes']:,} bytes at {smallest['val_accuracy']:.4f} "
                        f"validation accuracy; most accurate: {best['size_bytes']:,} bytes at {best['val_accuracy']:.4f}.")

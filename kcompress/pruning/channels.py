@@ -126,6 +126,23 @@ class ChannelGroup:
     reason: str = ""
 
 
+def _layer_refs(obj, refs=None) -> list[str]:
+    """Names of the layers referenced in a Functional config's inbound nodes, call kwargs included."""
+    refs = [] if refs is None else refs
+    if isinstance(obj, (list, tuple)):
+        if len(obj) >= 3 and isinstance(obj[0], str) and isinstance(obj[1], int) and isinstance(obj[2], int):
+            refs.append(obj[0])
+            for rest in obj[3:]:
+                _layer_refs(rest, refs)
+        else:
+            for item in obj:
+                _layer_refs(item, refs)
+    elif isinstance(obj, dict):
+        for item in obj.values():
+            _layer_refs(item, refs)
+    return refs
+
+
 class _Graph:
     """Channel bookkeeping of a Functional / Sequential model (union-find over channel groups)."""
 
@@ -197,22 +214,7 @@ class _Graph:
             if len(nodes) > 1:
                 result[entry["name"]] = None
                 continue
-            refs = []
-
-            def collect(obj):
-                if isinstance(obj, (list, tuple)):
-                    if len(obj) >= 3 and isinstance(obj[0], str) and isinstance(obj[1], int) and isinstance(obj[2], int):
-                        refs.append(obj[0])
-                        for rest in obj[3:]:
-                            collect(rest)
-                        return
-                    for item in obj:
-                        collect(item)
-                elif isinstance(obj, dict):
-                    for item in obj.values():
-                        collect(item)
-
-            collect(nodes)
+            refs = _layer_refs(nodes)
             result[entry["name"]] = refs
         return result
 

@@ -1,0 +1,101 @@
+"""kc.compress on real MNIST slices: budgets met, flatbuffers run, the recipe reproduces, runs resume."""
+
+import time
+
+import numpy as np
+import pytest
+from model_builders import depthwise_net, residual_net
+
+import kcompress as kc
+
+pytestmark = pytest.mark.slow
+
+FAST = dict(recovery_epochs=1, step_epochs=1, step_fraction=0.5, batch_size=128, verbose=0, calibration_samples=100)
+
+
+@pytest.fixture(scope="module")
+def tiny(mnist_small):
+    """2,000 training (the last 200 are the validation split) and 500 test images."""
+    return mnist_small.take(train=2000, test=500)
+
+
+@pytest.fixture(scope="module")
+def run(trained_lenet, tiny, tmp_path_factory):
+    out = tmp_path_factory.mktemp("compress")
+    t0 = time.perf_counter()
+    res = kc.compress(trained_lenet, tiny, max_bytes=30_000, qat_epochs=1, output_dir=str(out), **FAST)
+    return res, out, time.perf_counter() - t0
+
+
+def test_budget_met_by_a_runnable_int8_flatbuffer(run, trained_lenet, tiny):
+    res, out, _ = run
+    assert len(res.flatbuffer) <= 30_000 < res.baseline["int8"]["size_bytes"]
+    info = kc.export.describe(res.flatbuffer)
+    assert info.inputs[0].dtype == np.int8 and info.size_bytes == len(res.flatbuffer)
+    measured = kc.evaluation.evaluate(res.flatbuffer, tiny, latency_runs=1)
+    assert measured["accuracy"] == pytest.approx(res.winner["test_accuracy"])
+    assert measured["accuracy"] > 0.8  # 1 epoch of recovery on 1,800 images
+    assert res.winner["meets_budget"] and res.winner["size_ratio"] > 250_164 / 30_000
+    phases = {r["phase"] for r in res.records}
+    assert phases == {"baseline", "explore", "finish", "winner"}
+    assert all(r["size_bytes"] > 0 and 0 <= r["val_accuracy"] <= 1 for r in res.records)
+    assert res.float_model.count_params() < trained_lenet.count_params()
+    for name in ("winner.tflite", "recipe.json", "results.json", "results.csv", "report.md", "pareto.png"):
+        assert (out / name).stat().st_size > 0
+    assert "Winner:" in (out / "report.md").read_text()
+
+
+def test_recipe_reproduces_the_winner(run, trained_lenet, tiny):
+    res, _, _ = run
+    recipe = kc.pipeline.Pipeline.from_config(res.recipe.get_config())  # through its config, as from recipe.json
+    replay = recipe.run(tiny, model=trained_lenet, seed=0, verbose=0)
+    flat = next(iter(replay.flatbuffers.values()))
+    assert len(flat) == len(res.flatbuffer)
+    assert [tuple(w.shape) for w in replay.model.get_weights()] == [tuple(w.shape) for w in res.model.get_weights()]
+    assert abs(replay.records[0]["accuracy"] - res.winner["test_accuracy"]) <= 0.03
+
+
+def test_a_second_run_resumes_and_other_settings_are_refused(run, trained_lenet, tiny):
+    res, out, first_seconds = run
+    t0 = time.perf_counter()
+    again = kc.compress(trained_lenet, tiny, max_bytes=30_000, qat_epochs=1, output_dir=str(out), **FAST)
+    assert again.flatbuffer == res.flatbuffer
+    assert time.perf_counter() - t0 < first_seconds / 2
+    with pytest.raises(ValueError, match="holds a compress run with another model, dataset or settings"):
+        kc.compress(trained_lenet, tiny, max_bytes=20_000, qat_epochs=1, output_dir=str(out), **FAST)
+
+
+def test_accuracy_budget_binary_search(trained_lenet, tiny):
+    res = kc.compress(trained_lenet, tiny, max_accuracy_drop=0.05, qat_epochs=0, max_steps=3, **FAST)
+    floor = res.baseline["val_accuracy"] - 0.05
+    assert res.winner["val_accuracy"] >= floor
+    finished = [r for r in res.records if r["phase"] == "finish"]
+    assert finished and {r["export"] for r in finished} == {"ptq_int8_per_channel", "ptq_int8_per_tensor"}
+    smaller_passing = [r for r in finished if r["meets_budget"] and r["size_bytes"] < res.winner["size_bytes"]]
+    assert not smaller_passing  # the winner is the smallest finished candidate that keeps the accuracy
+
+
+@pytest.mark.parametrize("build", [residual_net, depthwise_net])
+def test_residual_and_depthwise_nets_shrink_to_a_bytes_and_macs_budget(build, tiny):
+    kc.keras.utils.set_random_seed(0)
+    model = build(width=8)
+    kc.models.compile_classifier(model, 3e-3)
+    kc.models.fit(model, tiny, epochs=1, batch_size=64, verbose=0)
+    base = kc.export.to_tflite(model, "int8", representative_data=tiny.representative(100), verbose=False)
+    macs = kc.evaluation.keras_macs(model)
+    res = kc.compress(model, tiny, max_bytes=int(0.7 * len(base)), max_macs=int(0.7 * macs), qat_epochs=0, **FAST)
+    assert len(res.flatbuffer) <= 0.7 * len(base)
+    assert res.winner["macs"] <= 0.7 * macs
+    out = kc.evaluation.litert.predict(res.flatbuffer, tiny.x_test[:16])
+    assert out.shape == (16, 10)
+    moves = [r["move"] for r in res.records if r["phase"] == "explore"]
+    assert moves  # it cut something
+
+
+def test_a_keras3_model_is_accepted(tiny):
+    import keras  # Keras 3, next to tf_keras
+
+    k3 = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Conv2D(4, 3, name="c"),
+                           keras.layers.Flatten(name="f"), keras.layers.Dense(10, name="out")])
+    with pytest.raises(kc.BudgetError, match="cannot be met"):  # converted, measured, refused before training
+        kc.compress(k3, tiny, max_bytes=100)

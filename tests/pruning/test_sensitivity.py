@@ -1,0 +1,52 @@
+"""Sensitivity analysis: validation accuracy with each channel group cut alone."""
+
+import numpy as np
+import pytest
+
+import kcompress as kc
+
+
+@pytest.fixture(scope="module")
+def report(trained_lenet, mnist_small):
+    return kc.pruning.sensitivity(trained_lenet, mnist_small, ratios=(0.25, 0.75), max_samples=400)
+
+
+def test_every_prunable_group_at_every_ratio(report, trained_lenet, mnist_small):
+    groups = {r["group"] for r in report.rows}
+    assert groups == {"conv1", "conv2", "fc1", "fc2"}
+    assert report.skipped == {"logits": "its channels reach the model output through 'logits'"}
+    assert len(report.rows) == 8 and report.samples == 400
+    x, y = kc.pruning.validation_split(mnist_small, max_samples=400)
+    base = float(np.mean(np.argmax(trained_lenet.predict(x, verbose=0), -1) == y))
+    assert report.baseline == pytest.approx(base)
+    for r in report.rows:
+        cut = kc.pruning.prune_channels(trained_lenet, channels={r["group"]: r["kept"]})
+        assert r["params"] == cut.count_params() and r["drop"] == pytest.approx(base - r["accuracy"])
+    # Removing three quarters of conv2's filters costs more than removing a quarter.
+    by = {(r["group"], r["ratio"]): r["accuracy"] for r in report.rows}
+    assert by[("conv2", 0.75)] < by[("conv2", 0.25)]
+    assert sorted(report.cheapest(max_drop=1.0)) == sorted(groups)
+
+
+def test_table_and_plot(report, tmp_path):
+    text = report.to_markdown()
+    assert "| conv2 | conv2 | 16 |" in text and "cut 75%" in text and "not cut: its channels reach" in text
+    path = report.plot(tmp_path / "s.png")
+    assert open(path, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_validation_split_is_the_one_keras_holds_out(mnist_small):
+    x, y = kc.pruning.validation_split(mnist_small)
+    assert len(x) == 400 and np.array_equal(x, mnist_small.x_train[3600:])
+
+
+@pytest.mark.parametrize("kwargs, error, message", [
+    ({"ratios": 0.5}, TypeError, "ratios must be a sequence"),
+    ({"ratios": ()}, ValueError, "ratios must hold at least one"),
+    ({"ratios": (0.5, 1.0)}, ValueError, r"ratios must hold fractions in \(0, 1\), got 1.0"),
+    ({"layers": ["pool1"]}, ValueError, "layers names 'pool1', which produces no channel group"),
+    ({"max_samples": 0}, ValueError, "max_samples must be a positive int or None, got 0"),
+])
+def test_bad_arguments(trained_lenet, mnist_small, kwargs, error, message):
+    with pytest.raises(error, match=message):
+        kc.pruning.sensitivity(trained_lenet, mnist_small, **kwargs)
