@@ -26,7 +26,7 @@ import numpy as np
 from absl import app, flags, logging
 
 import kcompress as kc
-from kcompress.pipeline import Evaluate, Export, Pipeline, Train
+from kcompress.pipeline import Pipeline, Train
 
 FLAGS = flags.FLAGS
 _FLAG_NAMES: list[str] = []

@@ -1,0 +1,37 @@
+import importlib.util
+import json
+import pathlib
+
+import pytest
+
+SCRIPT = pathlib.Path(__file__).resolve().parents[2] / "experiments" / "compress.py"
+
+
+@pytest.fixture(scope="module")
+def script():
+    spec = importlib.util.spec_from_file_location("compress_experiment", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.slow
+def test_compress_script_writes_a_report_with_the_spread_over_seeds(script, tmp_path):
+    args = dict(dataset="mnist", model="lenet5", baseline_model=None, epochs=1, batch_size=128, learning_rate=2e-3,
+                max_bytes=40_000, max_accuracy_drop=None, min_accuracy=None, max_macs=None, max_arena_bytes=None,
+                recovery_epochs=1, step_epochs=1, qat_epochs=0, step_fraction=0.6, temperature=2.0, alpha=0.5,
+                compress_batch_size=128, time_limit=None, seeds=["0", "1"], output_dir=str(tmp_path / "c"),
+                data_dir=None, max_train=1500, max_test=300)
+    payload = script.run(args)
+    out = tmp_path / "c"
+    for name in ("results.json", "results.csv", "report.md", "flags.json", "recipe.json", "winner.tflite",
+                 "sensitivity.png", "pareto.png", "search/compress_state.json"):
+        assert (out / name).stat().st_size > 0, name
+    runs = payload["runs"]
+    assert [r["seed"] for r in runs] == [0, 1]
+    assert all(r["size_bytes"] <= 40_000 for r in runs)
+    assert runs[0]["size_bytes"] == runs[1]["size_bytes"]  # the same recipe, another seed
+    report = (out / "report.md").read_text()
+    assert " ± " in report and "## Sensitivity of the original model" in report and "## Recipe" in report
+    flags = json.loads((out / "flags.json").read_text())
+    assert flags["machine"]["cores"] >= 1 and flags["machine"]["cpu"]
