@@ -182,8 +182,8 @@ class Distiller(keras.Model):
     teacher model itself is not changed (its ``trainable`` flag included: a copy
     of it, e.g. for pruning, still trains).
     ``call`` runs the student, so ``predict`` and ``evaluate`` work, and
-    :meth:`save` writes the student (the model you deploy); save the whole
-    distiller with ``keras.models.save_model(distiller, path)``. A pruned student
+    :meth:`save` (and so ``ModelCheckpoint``) writes the whole distiller, which loads and
+    keeps training; ``distiller.student.save(path)`` writes the model you deploy. A pruned student
     (``kcompress.pruning.prune`` or TFMOT's ``prune_low_magnitude``) or a QAT student
     (``kcompress.quantization.quantize_aware`` or TFMOT's ``quantize_model``) trains with
     one ``fit``: pruning callbacks find its layers through :attr:`layers`. For a
@@ -210,7 +210,7 @@ class Distiller(keras.Model):
         >>> d = kc.distillation.Distiller(student=kc.models.get("lenet5_student"), teacher=teacher)
         >>> d.compile(optimizer="adam", metrics=["accuracy"], alpha=0.1, temperature=6)
         >>> d.fit(ds.x_train, ds.y_train, epochs=10, validation_split=0.1)
-        >>> d.student.save("student.keras")  # or d.save("student.keras")
+        >>> d.student.save("student.keras")  # d.save("distiller.keras") saves everything
     """
 
     def __init__(self, student, teacher, **kwargs):
@@ -252,11 +252,19 @@ class Distiller(keras.Model):
         self.distillation_loss_tracker = keras.metrics.Mean(name="distillation_loss")
         # Built when the student is: it holds all the weights, and call() only runs it.
         self.built = bool(student.built)
+        # train_step never goes through __call__, so Keras would not learn the input signature a
+        # SavedModel needs ("cannot be saved ... input shape is not available"): take the student's.
+        inputs = getattr(student, "inputs", None)
+        if inputs:
+            self._set_save_spec(inputs[0] if len(inputs) == 1 else inputs)
+        elif student.built and hasattr(student, "save_spec") and student.save_spec() is not None:
+            args, kwargs = student.save_spec()
+            self._set_save_spec(args[0] if len(args) == 1 else args, None, kwargs)
 
     # ------------------------------------------------------------------ compile / config
 
     def compile(self, optimizer="adam", metrics=None, student_loss_fn=None, distillation_loss_fn=None,
-                alpha: float = 0.1, temperature: float = 3.0, **kwargs):
+                alpha: float | None = None, temperature: float | None = None, **kwargs):
         """Configures training.
 
         Args:
@@ -270,7 +278,10 @@ class Distiller(keras.Model):
                 ``keras.losses.KLDivergence()``); the result is multiplied by ``T^2``.
                 Default: the exact KL divergence computed from log-softmax.
             alpha: weight of the hard-label loss in [0, 1]; the soft loss gets ``1 - alpha``.
-            temperature: softmax temperature ``T > 0``.
+                ``None``: keep the current value (0.1 for a new distiller, the saved one for a
+                loaded one).
+            temperature: softmax temperature ``T > 0``; ``None``: keep the current value (3.0
+                for a new distiller).
             **kwargs: other ``keras.Model.compile`` arguments (``run_eagerly``,
                 ``steps_per_execution``, ``jit_compile``). ``loss`` is not accepted.
 
@@ -278,13 +289,17 @@ class Distiller(keras.Model):
             ValueError: ``alpha`` outside [0, 1], ``temperature <= 0``, or a ``loss`` argument.
             TypeError: a loss function that is not callable.
         """
+        # A SavedModel restores compile() with loss=None (and empty loss weights); nothing to refuse.
+        for key in ("loss", "loss_weights", "weighted_metrics"):
+            if key in kwargs and kwargs[key] in (None, [], {}):
+                kwargs.pop(key)
         if "loss" in kwargs:
             raise ValueError(
                 f"Distiller computes its own loss; pass student_loss_fn / distillation_loss_fn instead of "
                 f"loss={kwargs['loss']!r}."
             )
-        alpha = _check_alpha(alpha)
-        temperature = check_temperature(temperature)
+        alpha = _check_alpha(self.alpha if alpha is None else alpha)
+        temperature = check_temperature(self.temperature if temperature is None else temperature)
         student_fn = _per_example_loss(student_loss_fn, "student_loss_fn")
         distill_fn = _per_example_loss(distillation_loss_fn, "distillation_loss_fn")
         super().compile(optimizer=optimizer, metrics=metrics, **kwargs)
@@ -330,15 +345,24 @@ class Distiller(keras.Model):
             self.optimizer.build(self._variables_to_train())
 
     def get_config(self):
-        return {"name": self.name, "student": _serialize_model(self.student), "teacher": _serialize_model(self.teacher)}
+        # alpha and temperature are here too: a SavedModel restores compile() without them.
+        return {"name": self.name, "student": _serialize_model(self.student), "teacher": _serialize_model(self.teacher),
+                "alpha": self.alpha, "temperature": self.temperature}
 
     @classmethod
     def from_config(cls, config, custom_objects=None):
         config = dict(config)
         for key in ("student", "teacher"):
             if isinstance(config.get(key), dict):
-                config[key] = keras.saving.deserialize_keras_object(config[key], custom_objects=custom_objects)
-        return cls(**config)
+                # keras.layers.deserialize knows Functional and Sequential, also while a SavedModel loads.
+                config[key] = keras.layers.deserialize(config[key], custom_objects=custom_objects)
+        alpha, temperature = config.pop("alpha", None), config.pop("temperature", None)
+        distiller = cls(**config)
+        if alpha is not None:
+            distiller.alpha = _check_alpha(alpha)
+        if temperature is not None:
+            distiller.temperature = check_temperature(temperature)
+        return distiller
 
     # ------------------------------------------------------------------ model API
 
@@ -382,12 +406,25 @@ class Distiller(keras.Model):
         return self.student(inputs, training=training)
 
     def save(self, filepath, overwrite=True, save_format=None, **kwargs):
-        """Saves the student, the model you deploy (``keras.Model.save`` arguments).
+        """Saves the whole distiller: student, teacher, compile settings and optimizer state.
 
-        To save the whole distiller (student, teacher and compile settings) use
-        ``keras.models.save_model(distiller, "distiller.keras")``.
+        So ``keras.callbacks.ModelCheckpoint`` checkpoints a resumable distillation:
+        ``keras.models.load_model(path)`` returns a compiled :class:`Distiller` that keeps
+        training. Use ``.keras`` or a SavedModel folder; to ship the student, save
+        ``distiller.student`` (any format, ``.h5`` included).
+
+        Raises:
+            ValueError: an ``.h5`` path: Keras writes HDF5 only for Functional and Sequential
+                models, which a Distiller is not.
         """
-        self.student.save(filepath, overwrite=overwrite, save_format=save_format, **kwargs)
+        path = str(filepath)
+        if save_format in ("h5", "hdf5") or (save_format is None and path.endswith((".h5", ".hdf5"))):
+            raise ValueError(
+                f"filepath {path!r}: a Distiller saves as .keras or a SavedModel folder (Keras writes HDF5 "
+                "only for Functional/Sequential models); save it as 'distiller.keras', or save the "
+                "student alone with distiller.student.save(...)."
+            )
+        super().save(filepath, overwrite=overwrite, save_format=save_format, **kwargs)
 
     # ------------------------------------------------------------------ losses
 

@@ -128,7 +128,7 @@ class HintDistiller(Distiller):
         self.hint_loss_tracker = keras.metrics.Mean(name="hint_loss")
 
     def compile(self, optimizer="adam", metrics=None, student_loss_fn=None, distillation_loss_fn=None,
-                alpha: float = 0.1, temperature: float = 3.0, hint_weight: float = 1.0, **kwargs):
+                alpha: float | None = None, temperature: float | None = None, hint_weight: float = 1.0, **kwargs):
         """:meth:`Distiller.compile` plus ``hint_weight`` (>= 0), the weight of the hint loss.
 
         Raises:

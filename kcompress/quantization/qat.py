@@ -8,6 +8,12 @@ from collections.abc import Iterable
 import numpy as np
 import tensorflow_model_optimization as tfmot
 from absl import logging
+from tensorflow_model_optimization.python.core.quantization.keras import (
+    quantize_layer as _quantize_layer,
+)
+from tensorflow_model_optimization.python.core.quantization.keras import (
+    quantize_wrapper as _quantize_wrapper,
+)
 from tensorflow_model_optimization.python.core.quantization.keras.collab_opts.prune_preserve import (
     prune_preserve_quantize_registry as _pp_registry,
 )
@@ -107,19 +113,101 @@ class _CollectingScheme(_qk.QuantizeScheme):
         return self.registry
 
 
+@keras.utils.register_keras_serializable(package="kcompress")
+class QuantizeLayer(_quantize_layer.QuantizeLayer):
+    """TFMOT's input ``QuantizeLayer``, which also loads from the ``.keras`` format.
+
+    TFMOT's ``build`` does not mark the layer built, so the ``.keras`` loader, which builds each
+    layer from its saved input shape and then calls it, built it twice and found 5 variables for
+    the 3 saved ("expected 5 variables, but received 3").
+    """
+
+    def build(self, input_shape):
+        super().build(input_shape)
+        self.built = True
+
+
+def _own_variables(layer) -> list:
+    """The wrapper's variables that its wrapped layer does not save itself, each once."""
+    inner = layer.layer
+    seen = {id(v) for v in inner._trainable_weights + inner._non_trainable_weights}  # noqa: SLF001
+    out = []
+    for v in layer._trainable_weights + layer._non_trainable_weights:  # noqa: SLF001 - what Keras saves
+        if id(v) not in seen:
+            seen.add(id(v))
+            out.append(v)
+    return out
+
+
+@keras.utils.register_keras_serializable(package="kcompress")
+class QuantizeWrapperV2(_quantize_wrapper.QuantizeWrapperV2):
+    """TFMOT's ``QuantizeWrapperV2``, which also loads from the ``.keras`` format.
+
+    After ``quantize_apply`` and training, the wrapper's own variables list the wrapped layer's
+    kernel twice and, for some layers (BatchNormalization), variables the wrapped layer saves
+    itself, so a ``.keras`` file held more variables than a reloaded wrapper has ("expected 4
+    variables, but received 5"). Here the wrapper saves and loads each variable the wrapped layer
+    does not, once.
+    """
+
+    def save_own_variables(self, store):
+        for i, v in enumerate(_own_variables(self)):
+            store[f"{i}"] = v.numpy()
+
+    def load_own_variables(self, store):
+        self._update_trackables()
+        variables = _own_variables(self)
+        if len(store.keys()) != len(variables):
+            raise ValueError(
+                f"Layer {self.name!r} expected {len(variables)} variables, but the file holds {len(store.keys())}; "
+                "it was saved by another version of the model."
+            )
+        for i, v in enumerate(variables):
+            v.assign(store[f"{i}"])
+
+
+def _loadable(qat):
+    """Makes the QuantizeLayers and QuantizeWrapperV2s of a fresh QAT model kcompress's.
+
+    Same state, save/load fixes only. quantize_apply builds TFMOT's classes itself; switching the
+    class of those instances is the only way to save them as kcompress's without cloning the model.
+    """
+    for layer in qat.submodules:
+        if type(layer) is _quantize_layer.QuantizeLayer:
+            layer.__class__ = QuantizeLayer
+        elif type(layer) is _quantize_wrapper.QuantizeWrapperV2:
+            layer.__class__ = QuantizeWrapperV2
+    return qat
+
+
+def _register_tfmot_objects():
+    """Registers TFMOT's quantization classes with Keras, so QAT models load without a scope.
+
+    (As kcompress.pruning does for TFMOT's pruning wrapper.) Names already registered are kept.
+    """
+    registered = keras.utils.get_custom_objects()
+    for objects in _qk.quantize_scope().custom_objects:
+        for name, obj in objects.items():
+            registered.setdefault(name, obj)
+
+
+_register_tfmot_objects()
+
+
 def quantize_scope(*custom_objects: dict):
     """A scope in which Keras can load quantization-aware models (TFMOT's ``quantize_scope``).
 
-    Save QAT models as ``.h5``: TFMOT's ``QuantizeLayer`` does not load from the ``.keras``
-    format (it expects 5 variables and finds 3).
+    Models from :func:`quantize_aware` save and load in ``.keras``, ``.h5`` and SavedModel with
+    or without it once kcompress is imported (it registers TFMOT's quantization classes); the
+    scope is for your own layers and for QAT models built with TFMOT directly.
 
     Args:
         *custom_objects: dicts ``{name: class}`` of your own layers or objects.
 
     Example:
-        >>> qat.save("qat.h5")
-        >>> with kc.quantization.quantize_scope():
-        ...     qat = kc.keras.models.load_model("qat.h5")
+        >>> qat.save("qat.keras")
+        >>> with kc.quantization.quantize_scope({"MyLayer": MyLayer}):
+        ...     qat = kc.keras.models.load_model("qat.keras")
     """
     for i, objects in enumerate(custom_objects):
         if not isinstance(objects, dict):
@@ -429,7 +517,7 @@ def _apply(model, layers, preserve_sparsity):
             return layer
 
         annotated = keras.models.clone_model(copy, clone_function=annotate)
-        qat = _qk.quantize_apply(annotated, scheme)
+        qat = _loadable(_qk.quantize_apply(annotated, scheme))
     if preserve_sparsity:
         unprotected = _unprotected(qat)
         if unprotected:

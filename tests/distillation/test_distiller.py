@@ -149,11 +149,17 @@ def _small_pair(seed=0):
 
 
 class TestBadInput:
-    @pytest.mark.parametrize("temperature", [0, -2.0, float("nan"), "6", None])
+    @pytest.mark.parametrize("temperature", [0, -2.0, float("nan"), "6"])
     def test_temperature(self, temperature):
         d = Distiller(*_small_pair())
         with pytest.raises(ValueError, match=f"temperature must be a finite number > 0, got {temperature!r}"):
             d.compile(temperature=temperature)
+
+    def test_none_keeps_alpha_and_temperature(self):
+        d = Distiller(*_small_pair())
+        d.compile(alpha=0.4, temperature=5.0)
+        d.compile()  # what a SavedModel does when it restores compile()
+        assert (d.alpha, d.temperature) == (0.4, 5.0)
 
     @pytest.mark.parametrize("alpha", [-0.1, 1.5, float("nan"), True, "0.5"])
     def test_alpha(self, alpha):
