@@ -369,14 +369,34 @@ class _Search:
             stages += [stage_from_config(dict(c)) for c in record["stages"]]
         return stages
 
+    def meets(self, rec) -> bool:
+        floor = self.budget.floor(self.state["baseline"]["val_accuracy"])
+        return self.budget.size_ok(rec) and (floor is None or rec["val_accuracy"] >= floor)
+
+    def rank(self, rec):
+        """Sort key of a finished export under the current budget (largest is best)."""
+        ok = self.meets(rec)
+        if self.budget.floor(self.state["baseline"]["val_accuracy"]) is None:  # size limits only: most accurate
+            return (ok, rec["val_accuracy"], -rec["size_bytes"])
+        return (ok, -rec["size_bytes"] if ok else rec["val_accuracy"], rec["val_accuracy"])
+
+    def rechoose(self, entry):
+        """Picks the entry's export for the current budget (finished candidates do not depend on it)."""
+        for rec in entry["options"]:
+            rec["meets_budget"] = self.meets(rec)
+        available = [r for r in entry["options"] if not r["qat"] or entry.get("model_path") or
+                     str(entry["step"]) in self.cache]
+        best = max(available, key=self.rank)
+        entry["record"], entry["chosen"] = best, best["variant"]
+        return entry
+
     def finish(self, step) -> dict:
         key = str(step)
         if key in self.state["finishes"]:
-            return self.state["finishes"][key]
+            return self.rechoose(self.state["finishes"][key])
         from kcompress import export
         from kcompress.evaluation import keras_macs
 
-        floor = self.budget.floor(self.state["baseline"]["val_accuracy"])
         logging.info("[compress] finishing step %d: %d epochs of distillation%s", step, self.o["recovery_epochs"],
                      f", {self.o['qat_epochs']} of QAT" if self.o["qat_epochs"] else "")
         final = self.final_stages()
@@ -387,60 +407,63 @@ class _Search:
         # Post-training int8, per-channel and per-tensor scales.
         for per_channel in (True, False):
             flat, rec = self.measure(float_model, per_channel=per_channel)
-            options.append((flat, rec, {"qat": False, "per_channel": per_channel}, float_model))
+            options.append((flat, rec, {"qat": False, "per_channel": per_channel}))
         qat_model = None
         if quantize:
             qstate = self.run_stages(float_model, quantize, 2 * step + 1)
             qat_model = qstate.model
             flat = export.to_tflite(qat_model, "int8", verbose=False, slim=True)
             rec = self.describe(flat, float_model, keras_macs(float_model))
-            options.append((flat, rec, {"qat": True, "per_channel": True}, qat_model))
+            options.append((flat, rec, {"qat": True, "per_channel": True}))
         self.trials += 1
-
-        def rank(opt):
-            _, rec, how, _ = opt
-            ok = self.budget.size_ok(rec) and (floor is None or rec["val_accuracy"] >= floor)
-            if floor is None:  # size limits only: the most accurate that fits
-                return (ok, rec["val_accuracy"], -rec["size_bytes"])
-            return (ok, -rec["size_bytes"] if ok else rec["val_accuracy"], rec["val_accuracy"])
-
-        results = []
-        for _flat, rec, how, _model in options:
+        keras_val = _accuracy(float_model, self.xv, self.yv)
+        results, flats = [], {}
+        for flat, rec, how in options:
             label = "qat_int8" if how["qat"] else f"ptq_int8_{'per_channel' if how['per_channel'] else 'per_tensor'}"
             rec.update({"phase": "finish", "variant": f"step{step}_{label}", "step": step, "export": label,
-                        "widths": _widths(float_model), **how,
-                        "meets_budget": self.budget.size_ok(rec) and (floor is None or rec["val_accuracy"] >= floor),
-                        "keras_val_accuracy": _accuracy(float_model, self.xv, self.yv)})
+                        "widths": _widths(float_model), **how, "keras_val_accuracy": keras_val})
+            flats[rec["variant"]] = flat
+            if self.output_dir:
+                rec["flatbuffer_path"] = os.path.relpath(
+                    export.save(flat, self.path("finishes", f"step{step:02d}_{label}.tflite")), self.output_dir)
             results.append(rec)
-        best = max(options, key=rank)
-        flat, rec, how, m = best
-        entry = {"step": step, "options": results, "chosen": rec["variant"], "record": rec,
-                 "seconds": round(time.perf_counter() - self.t0, 1)}
+        entry = {"step": step, "options": results, "seconds": round(time.perf_counter() - self.t0, 1)}
         if self.output_dir:
-            entry["flatbuffer_path"] = os.path.relpath(export.save(flat, self.path("finishes", f"step{step:02d}.tflite")),
-                                                       self.output_dir)
             entry["float_model_path"] = self.save_model(float_model, f"finish{step:02d}_float.keras")
-            if how["qat"]:
+            if qat_model is not None:
                 entry["model_path"] = self.save_model(qat_model, f"finish{step:02d}_qat.h5")
-        self.cache[key] = (flat, m, float_model)
+        self.cache[key] = (flats, qat_model, float_model)
+        self.rechoose(entry)
         self.state["finishes"][key] = entry
         self.save_state()
+        rec = entry["record"]
         logging.info("[compress] step %d finished: %s %d B, val accuracy %.4f (%s)", step, rec["export"],
                      rec["size_bytes"], rec["val_accuracy"], "meets the budget" if rec["meets_budget"] else "misses")
         return entry
 
     def objects(self, entry):
-        key = str(entry["step"])
-        if key in self.cache:
-            return self.cache[key]
+        """(flatbuffer, model it came from, float model) of the entry's chosen export."""
+        from kcompress import export
         from kcompress.export.flatbuffer import check_flatbuffer
 
-        with open(self.path(entry["flatbuffer_path"]), "rb") as f:
-            flat = check_flatbuffer(f.read())
-        float_model = self.load_model(entry["float_model_path"])
-        model = self.load_model(entry["model_path"]) if entry.get("model_path") else float_model
-        self.cache[key] = (flat, model, float_model)
-        return self.cache[key]
+        key = str(entry["step"])
+        rec = entry["record"]
+        if key not in self.cache:
+            float_model = self.load_model(entry["float_model_path"])
+            qat_model = self.load_model(entry["model_path"]) if entry.get("model_path") else None
+            self.cache[key] = ({}, qat_model, float_model)
+        flats, qat_model, float_model = self.cache[key]
+        if rec["variant"] not in flats:
+            path = rec.get("flatbuffer_path")
+            if path and os.path.isfile(self.path(path)):
+                with open(self.path(path), "rb") as f:
+                    flats[rec["variant"]] = check_flatbuffer(f.read())
+            elif rec["qat"]:
+                flats[rec["variant"]] = export.to_tflite(qat_model, "int8", verbose=False, slim=True)
+            else:  # post-training export of the saved float model: deterministic, same calibration draw
+                flats[rec["variant"]] = self.measure(float_model, per_channel=rec["per_channel"])[0]
+        model = qat_model if rec["qat"] else float_model
+        return flats[rec["variant"]], model, float_model
 
     def choose(self):
         """Binary search along the trajectory for the smallest finished candidate that meets the budget."""
@@ -609,8 +632,9 @@ def compress(model, dataset: Dataset, max_bytes: int | None = None, max_accuracy
                          f"{len(dataset.x_test)} test images (need >= 20 and >= 1).")
 
     search = _Search(model, dataset, budget, teacher, output_dir, opts, strategy, verbose)
-    config = {"budget": dataclasses.asdict(budget),
-              **{k: v for k, v in opts.items() if k not in ("max_trials", "time_limit")}}
+    # The search does not depend on the budget (only where it stops and which export it picks), so a
+    # run with another budget resumes the same trajectory and finished candidates.
+    config = {k: v for k, v in opts.items() if k not in ("max_trials", "time_limit")}
     fingerprint = _fingerprint(model, dataset, config)
     resumed = False
     if output_dir and os.path.exists(search.path(_STATE)):
@@ -619,14 +643,21 @@ def compress(model, dataset: Dataset, max_bytes: int | None = None, max_accuracy
         if old.get("fingerprint") != fingerprint or old.get("version") != _VERSION:
             raise ValueError(
                 f"output_dir {output_dir!r} holds a compress run with another model, dataset or settings "
-                f"(fingerprint {old.get('fingerprint')} != {fingerprint}); use a new output_dir or delete "
+                f"(fingerprint {old.get('fingerprint')} != {fingerprint}; a budget may change, nothing else); use a "
+                f"new output_dir or delete "
                 f"{search.path(_STATE)} to start over."
             )
         search.state = old
         search.state["finishes"] = dict(old.get("finishes", {}))
+        for entry in search.state["finishes"].values():
+            legacy = entry.pop("flatbuffer_path", None)  # one file per finish, before every export was kept
+            for rec in entry["options"]:
+                if legacy and rec["variant"] == entry.get("chosen"):
+                    rec.setdefault("flatbuffer_path", legacy)
         search.models[0] = model
         for record in search.state["steps"]:
             search.models[record["step"]] = search.load_model(record["model_path"])
+            record["meets_budget"] = search.meets(record)
         resumed = True
         logging.info("[compress] resuming from %s: %d steps, %d finished candidates", output_dir,
                      len(search.state["steps"]), len(search.state["finishes"]))
@@ -647,8 +678,8 @@ def compress(model, dataset: Dataset, max_bytes: int | None = None, max_accuracy
             "macs": int(keras_macs(model)), "int8": rec8,
             "test_accuracy": _flat_accuracy(flat32, dataset.x_test, dataset.y_test),
         }
-        _check_reachable(search, model, budget)
         search.save_state()
+    _check_reachable(search, model, budget)
     floor = budget.floor(search.state["baseline"]["val_accuracy"])
     logging.info("[compress] %s: baseline val accuracy %.4f, int8 %d B; budget %s%s", model.name,
                  search.state["baseline"]["val_accuracy"], search.state["baseline"]["int8"]["size_bytes"],
@@ -658,6 +689,8 @@ def compress(model, dataset: Dataset, max_bytes: int | None = None, max_accuracy
     search.save_state()
     logging.info("[compress] exploration stopped: %s", search.state["stopped"])
     finished = search.choose()
+    for entry in search.state["finishes"].values():
+        search.rechoose(entry)
     records = [search.state["baseline"]["int8"]] + list(search.state["steps"])
     for entry in search.state["finishes"].values():
         records += entry["options"]

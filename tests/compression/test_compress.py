@@ -55,14 +55,21 @@ def test_recipe_reproduces_the_winner(run, trained_lenet, tiny):
     assert abs(replay.records[0]["accuracy"] - res.winner["test_accuracy"]) <= 0.03
 
 
-def test_a_second_run_resumes_and_other_settings_are_refused(run, trained_lenet, tiny):
+def test_a_second_run_resumes_another_budget_reuses_the_search_other_settings_are_refused(run, trained_lenet, tiny):
     res, out, first_seconds = run
     t0 = time.perf_counter()
     again = kc.compress(trained_lenet, tiny, max_bytes=30_000, qat_epochs=1, output_dir=str(out), **FAST)
     assert again.flatbuffer == res.flatbuffer
     assert time.perf_counter() - t0 < first_seconds / 2
+    # Another budget re-uses the search and its finished candidates (no training), chosen anew.
+    t0 = time.perf_counter()
+    other = kc.compress(trained_lenet, tiny, max_bytes=30_000, max_macs=10**9, qat_epochs=1, output_dir=str(out),
+                        **FAST)
+    assert other.winner["step"] == res.winner["step"] and len(other.flatbuffer) <= 30_000
+    assert time.perf_counter() - t0 < first_seconds / 2
     with pytest.raises(ValueError, match="holds a compress run with another model, dataset or settings"):
-        kc.compress(trained_lenet, tiny, max_bytes=20_000, qat_epochs=1, output_dir=str(out), **FAST)
+        kc.compress(trained_lenet, tiny, max_bytes=30_000, qat_epochs=1, output_dir=str(out),
+                    **{**FAST, "recovery_epochs": 2})
 
 
 def test_accuracy_budget_binary_search(trained_lenet, tiny):
