@@ -45,23 +45,24 @@ _BASELINE = ("dataset", "model", "epochs", "batch_size", "learning_rate", "seed"
              "latency_runs", "robustness_samples")
 
 
-# The recipe kc.compress found for LeNet-5 on MNIST at the default budget (experiments/compress.py).
-_RECIPE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "recipes", "lenet5_mnist.json")
-
-
 def _compress_recipe(args):
-    """(pipeline, meta) of the committed kc.compress recipe for args' model, or None."""
-    path = args.get("compress_recipe", _RECIPE)
+    """(pipeline, meta) of the --compress_recipe file, or None.
+
+    The file is either a Pipeline config (experiments/compress.py's recipe.json) or
+    ``{"model", "dataset", "budget", "command", "recipe"}`` (experiments/recipes/*.json).
+    """
+    path = args.get("compress_recipe")
     if not path:
         return None
     if not os.path.isfile(path):
-        logging.warning("No compress recipe at %s; the compressed_budget variant is left out.", path)
-        return None
+        raise ValueError(f"--compress_recipe names {path!r}, which is not a file.")
     with open(path, encoding="utf-8") as f:
         meta = json.load(f)
+    if "recipe" not in meta:
+        meta = {"model": args["model"], "dataset": "?", "budget": "?", "command": path, "recipe": meta}
     if meta.get("model") != args["model"]:
-        logging.info("The compress recipe %s is for %s, not %s; compressed_budget is left out.", path,
-                     meta.get("model"), args["model"])
+        logging.warning("The compress recipe %s is for %s, not %s; compressed_budget is left out.", path,
+                        meta.get("model"), args["model"])
         return None
     return Pipeline.from_config(meta["recipe"]), meta
 
@@ -98,8 +99,9 @@ def define_flags():
     flags.DEFINE_integer("clusters", 16, "Shared weight values per layer in the prune + cluster variant.")
     flags.DEFINE_integer("latency_rounds", 20, "Interleaved rounds of the final same-process latency comparison.")
     flags.DEFINE_list("variants", None, "Run only these variants (default: all).")
-    flags.DEFINE_string("compress_recipe", _RECIPE, "Recipe found by experiments/compress.py, replayed as the "
-                        "'compressed_budget' variant when it was found for --model ('' to leave it out).")
+    flags.DEFINE_string("compress_recipe", "", "A recipe found by experiments/compress.py (e.g. "
+                        "experiments/recipes/lenet5_mnist.json), replayed as the 'compressed_budget' variant when it "
+                        "was found for --model; '' leaves the row out (its replay trains ~25 epochs).")
     _FLAG_NAMES[:] = sorted(set(FLAGS) - before)
 
 
@@ -289,7 +291,7 @@ def _finish(out, ds, done, plan, args) -> list[dict]:
          if best else "No int8 flatbuffer is within 0.2 points of the baseline."),
         "",
         *([f"compressed_budget: the recipe `kc.compress` found for {found[1]['budget']} on {found[1]['dataset']} "
-           f"(`{found[1]['command']}`), replayed from `{os.path.relpath(args.get('compress_recipe') or _RECIPE)}` "
+           f"(`{found[1]['command']}`), replayed from `{args['compress_recipe']}` "
            "with its stage seeds.", ""] if "compressed_budget" in plan and found is not None else []),
         "![accuracy vs size](pareto.png)",
         "",

@@ -71,3 +71,24 @@ def test_runs_resumes_and_reruns_only_what_is_missing(compare, tmp_path, monkeyp
 def test_unknown_variant(compare, tmp_path):
     with pytest.raises(ValueError, match=r"--variants names \['everything'\], not among"):
         compare.run(_args(tmp_path, variants=["everything"]))
+
+
+@pytest.mark.slow
+def test_compressed_budget_row_replays_a_compress_recipe(compare, tmp_path):
+    recipe = {"model": "lenet5", "dataset": "mnist", "budget": "max_bytes=30,000", "command": "compress.py (test)",
+              "recipe": {"name": "compressed", "stages": [
+                  {"stage": "prune_channels", "ratio": None, "channels": {"fc1": 30}, "epochs": 1},
+                  {"stage": "distill", "temperature": 2.0, "alpha": 0.5, "epochs": 1},
+                  {"stage": "export", "mode": "int8", "slim": True, "per_channel": False},
+                  {"stage": "evaluate"}]}}
+    path = tmp_path / "recipe.json"
+    path.write_text(json.dumps(recipe))
+    out = tmp_path / "cmp"
+    records = compare.run(_args(out, variants=["compressed_budget"], compress_recipe=str(path)))
+    row = next(r for r in records if r["variant"] == "compressed_budget")
+    assert row["flatbuffer"] == "int8" and row["compression"] > 8
+    assert "compressed_budget: the recipe `kc.compress` found for max_bytes=30,000" in (out / "report.md").read_text()
+    assert compare._compress_recipe(_args(out, compress_recipe="")) is None  # the default: no such row
+    assert compare._compress_recipe(_args(out, model="lenet300_100", compress_recipe=str(path))) is None
+    with pytest.raises(ValueError, match="--compress_recipe names 'missing.json', which is not a file"):
+        compare._compress_recipe(_args(out, compress_recipe="missing.json"))
