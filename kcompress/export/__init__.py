@@ -7,12 +7,14 @@ from kcompress.export.micro import (
     ArenaEstimate,
     MicroBundle,
     estimate_arena,
+    measure_arena,
+    run_micro,
     to_micro,
 )
 from kcompress.export.slim import slim
 from kcompress.export.tflite import MODES, representative_dataset, save, to_tflite, write_atomic
 
 __all__ = [
-    "MODES", "TFLM_METHODS", "ArenaEstimate", "FlatbufferInfo", "MicroBundle", "TensorIO", "describe", "estimate_arena",
-    "representative_dataset", "save", "slim", "to_c_array", "to_micro", "to_tflite", "write_atomic",
+    "MODES", "TFLM_METHODS", "ArenaEstimate", "FlatbufferInfo", "MicroBundle", "TensorIO", "describe", "estimate_arena", "measure_arena",
+    "representative_dataset", "run_micro", "save", "slim", "to_c_array", "to_micro", "to_tflite", "write_atomic",
 ]

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import re
+import sys
 
 import numpy as np
 from absl import logging
@@ -89,6 +91,9 @@ class MicroBundle:
         unsupported_ops: ops with no TFLite Micro kernel known to kcompress (empty unless ``strict=False``).
         arena: the :class:`ArenaEstimate`.
         resolver_snippet: the registration function's C++ source.
+        measured_arena_bytes: the smallest arena the TFLite Micro interpreter ran the model in
+            (:func:`measure_arena`), when the ``tflite-micro`` package is installed (the
+            ``test`` extra); None otherwise.
     """
 
     header_path: str
@@ -99,6 +104,7 @@ class MicroBundle:
     unsupported_ops: tuple[str, ...]
     arena: ArenaEstimate
     resolver_snippet: str
+    measured_arena_bytes: int | None = None
 
     @property
     def arena_bytes(self) -> int:
@@ -235,6 +241,135 @@ def estimate_arena(flatbuffer) -> ArenaEstimate:
     )
 
 
+# TFLite Micro places its allocator in the arena; below about 600 bytes the runtime aborts the
+# process instead of failing the allocation, so the search never tries less than this.
+_MIN_ARENA = 1024
+# The tflite-micro wheel kcompress's tests run bundles in (the `test` extra of setup.cfg pins it).
+TFLM_PACKAGE = "tflite-micro==0.dev20261023182759"
+
+
+def _tflm():
+    try:
+        from tflite_micro.python.tflite_micro import runtime
+    except ImportError as err:
+        raise ImportError(
+            f"running a flatbuffer in TFLite Micro needs the tflite-micro package: pip install '{TFLM_PACKAGE}' "
+            "(or pip install 'kcompress[test]')."
+        ) from err
+    return runtime
+
+
+@contextlib.contextmanager
+def _quiet_stderr():
+    """TFLite Micro prints every failed allocation to file descriptor 2; a search for the arena makes many."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def _micro_interpreter(data, arena_size):
+    runtime = _tflm()
+    interp = runtime.Interpreter.from_bytes(data, arena_size=int(arena_size))
+    detail = interp.get_input_details(0)
+    interp.set_input(np.zeros(tuple(int(d) for d in detail["shape"]), detail["dtype"]), 0)
+    interp.invoke()
+    return interp
+
+
+def measure_arena(flatbuffer) -> int:
+    """The smallest tensor arena, in bytes (16-byte steps, at least 1 KiB), with which TFLite Micro runs ``flatbuffer``.
+
+    Measured, not estimated: the TFLite Micro interpreter (``tflite-micro`` Python package,
+    reference kernels) allocates and invokes the model at each size of a binary search. Compare it
+    with :func:`estimate_arena`, the size to start firmware with.
+
+    Raises:
+        ImportError: tflite-micro is not installed (the message gives the pip command).
+        ValueError: not a flatbuffer, or TFLite Micro cannot run it even with 64 MiB.
+    """
+    data = check_flatbuffer(flatbuffer)
+    _tflm()
+    hi = max(_align(estimate_arena(data).arena_bytes), 4096)
+    with _quiet_stderr():
+        while not _fits(data, hi):
+            hi *= 2
+            if hi > 64 << 20:
+                raise ValueError("TFLite Micro cannot run this flatbuffer even with a 64 MiB arena (an op it has no "
+                                 "kernel for, or a dynamic shape); export it with mode='int8' and sparse=False.")
+        if _fits(data, _MIN_ARENA):
+            return _MIN_ARENA
+        lo = _MIN_ARENA
+        while hi - lo > ALIGNMENT:
+            mid = _align((lo + hi) // 2)
+            if mid >= hi:
+                break
+            lo, hi = (lo, mid) if _fits(data, mid) else (mid, hi)
+    return hi
+
+
+def _fits(data, size) -> bool:
+    try:
+        _micro_interpreter(data, size)
+        return True
+    except RuntimeError:
+        return False
+
+
+def run_micro(flatbuffer, x, arena_size: int | None = None) -> np.ndarray:
+    """Runs a batch-1 flatbuffer on every row of ``x`` in the TFLite Micro interpreter.
+
+    Inputs are quantized with the input tensor's own scale and zero point (as
+    ``kcompress.evaluation.predict`` does for LiteRT); outputs are returned raw, in the output
+    tensor's dtype (int8 for an int8 model), so they can be compared with LiteRT's bit for bit.
+
+    Args:
+        flatbuffer: bytes of a ``.tflite`` model.
+        x: float inputs of shape ``(n, *input_shape)``, scaled as at training.
+        arena_size: tensor arena bytes (default: twice :func:`estimate_arena`).
+
+    Returns:
+        Array of shape ``(n, *output_shape)``.
+
+    Raises:
+        ImportError: tflite-micro is not installed.
+        ValueError: not a flatbuffer, ``x`` of the wrong shape, or an arena too small.
+    """
+    from kcompress.evaluation.litert import quantize_input
+
+    data = check_flatbuffer(flatbuffer)
+    if arena_size is None:
+        arena_size = 2 * estimate_arena(data).arena_bytes
+    if isinstance(arena_size, bool) or not isinstance(arena_size, int) or arena_size < _MIN_ARENA:
+        raise ValueError(f"arena_size must be None or an int >= {_MIN_ARENA} (bytes), got {arena_size!r}.")
+    try:
+        with _quiet_stderr():
+            interp = _micro_interpreter(data, arena_size)
+    except RuntimeError as err:
+        raise ValueError(f"TFLite Micro cannot run this flatbuffer with arena_size={arena_size} ({err}); "
+                         "measure_arena(flatbuffer) gives the size it needs.") from err
+    detail, out = interp.get_input_details(0), interp.get_output_details(0)
+    x = np.asarray(x)
+    expected = tuple(int(d) for d in detail["shape"][1:])
+    if x.ndim != len(expected) + 1 or tuple(x.shape[1:]) != expected:
+        raise ValueError(f"x must have shape (n, {', '.join(map(str, expected))}), got {x.shape}.")
+    params = detail["quantization_parameters"]
+    scale = float(params["scales"][0]) if len(params["scales"]) else 0.0
+    zero = int(params["zero_points"][0]) if len(params["zero_points"]) else 0
+    q = quantize_input(x, {"dtype": detail["dtype"], "quantization": (scale, zero), "name": "input"})
+    outputs = np.empty((len(x), *(int(d) for d in out["shape"][1:])), out["dtype"])
+    for i in range(len(x)):
+        interp.set_input(q[i : i + 1], 0)
+        interp.invoke()
+        outputs[i] = interp.get_output(0)[0]
+    return outputs
+
+
 def resolver_methods(ops) -> tuple[list[str], list[str]]:
     """Maps TFLite op names to ``MicroMutableOpResolver`` methods.
 
@@ -330,6 +465,14 @@ def to_micro(flatbuffer, path_prefix: str | os.PathLike, name: str = "g_model", 
         "",
     ])
     resolver_path = write_atomic(prefix + "_resolver.h", resolver)
+    measured = None
+    if not unsupported:
+        try:
+            measured = measure_arena(data)
+        except ImportError:
+            logging.info("tflite-micro is not installed: the bundle's arena is estimated only (%s).", TFLM_PACKAGE)
+        else:
+            logging.info("TFLite Micro arena: %d bytes measured, %d estimated.", measured, arena.arena_bytes)
     return MicroBundle(
         header_path=header_path,
         source_path=source_path,
@@ -339,4 +482,5 @@ def to_micro(flatbuffer, path_prefix: str | os.PathLike, name: str = "g_model", 
         unsupported_ops=tuple(unsupported),
         arena=arena,
         resolver_snippet=snippet,
+        measured_arena_bytes=measured,
     )
