@@ -90,6 +90,12 @@ def load(name: str, data_dir: str | os.PathLike | None = None, use_tfds: bool = 
 
 
 def _read_npz(path: str) -> dict[str, np.ndarray]:
+    # np.load reads a file that is not a zip archive as a pickle and would advise allow_pickle=True.
+    if not zipfile.is_zipfile(path):
+        raise ValueError(
+            f"{path} is not a readable .npz archive (not a zip file: a text, pickle or truncated file?); "
+            "re-create it with np.savez(path, x_train=..., y_train=..., x_test=..., y_test=...)."
+        )
     try:
         with np.load(path, allow_pickle=False) as f:
             missing = [k for k in _KEYS if k not in f.files]
@@ -99,7 +105,9 @@ def _read_npz(path: str) -> dict[str, np.ndarray]:
                     f"(found {sorted(f.files)})."
                 )
             return {k: f[k] for k in _KEYS}
-    except (zipfile.BadZipFile, OSError, EOFError) as err:
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as err:
+        if isinstance(err, ValueError) and "lacks the keys" in str(err):
+            raise
         raise ValueError(f"{path} is not a readable .npz archive ({type(err).__name__}: {err}); re-create it with np.savez.") from err
 
 

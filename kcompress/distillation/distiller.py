@@ -405,6 +405,24 @@ class Distiller(keras.Model):
         """Runs the student (so ``predict``, ``evaluate`` and export see the student)."""
         return self.student(inputs, training=training)
 
+    def fit(self, *args, **kwargs):
+        """``keras.Model.fit``; a pruned student needs ``callbacks=kcompress.pruning.callbacks()``.
+
+        Raises:
+            ValueError: the student holds pruning wrappers and ``callbacks`` lacks the pruning step
+                callback (checked before training; TFMOT would fail inside the training graph).
+        """
+        from kcompress.pruning.prune import (
+            has_pruning_step_callback,
+            is_pruned,
+            pruning_callbacks_error,
+        )
+
+        callbacks = kwargs.get("callbacks", args[5] if len(args) > 5 else None)
+        if is_pruned(self.student) and not has_pruning_step_callback(callbacks):
+            raise pruning_callbacks_error(self.student.name)
+        return super().fit(*args, **kwargs)
+
     def save(self, filepath, overwrite=True, save_format=None, **kwargs):
         """Saves the whole distiller: student, teacher, compile settings and optimizer state.
 

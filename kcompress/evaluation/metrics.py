@@ -23,6 +23,8 @@ KEYS = (
 
 def gzip_size(data: bytes) -> int:
     """Bytes of ``data`` after zlib level-9 compression (what a download or OTA update costs)."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise TypeError(f"data must be bytes (e.g. a flatbuffer), got {type(data).__name__}.")
     return len(zlib.compress(bytes(data), 9))
 
 
@@ -180,6 +182,8 @@ def _check_dataset(dataset, max_samples):
     if not isinstance(dataset, Dataset):
         raise TypeError(f"dataset must be a kcompress.data.Dataset (from kcompress.data.load), got {type(dataset).__name__}.")
     n = len(dataset.x_test)
+    if n == 0:
+        raise ValueError(f"dataset {dataset.name!r} has an empty test split; evaluation needs test images.")
     if max_samples is not None and (isinstance(max_samples, bool) or not isinstance(max_samples, int) or not 1 <= max_samples):
         raise ValueError(f"max_samples must be None or a positive int, got {max_samples!r}.")
     n = min(n, max_samples) if max_samples else n

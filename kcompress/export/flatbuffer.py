@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+from ai_edge_litert import interpreter as _litert
 from ai_edge_litert import schema_py_generated as schema
 
 _TYPES = {
@@ -76,7 +77,17 @@ class FlatbufferInfo:
 
 
 def check_flatbuffer(flatbuffer, argname: str = "flatbuffer") -> bytes:
-    """Returns ``flatbuffer`` as bytes after checking it is a TFLite model."""
+    """Returns ``flatbuffer`` as bytes after checking it is a structurally valid TFLite model.
+
+    Beyond the ``TFL3`` identifier, the buffer goes through LiteRT's own model check (the
+    flatbuffers verifier its interpreter runs before loading a model), so a truncated file or
+    garbled tables are refused here rather than failing later inside a struct unpack. Garbled
+    weight bytes inside valid tables cannot be told from real weights by any structural check.
+
+    Raises:
+        TypeError: not bytes.
+        ValueError: no TFLite identifier, or a buffer the verifier rejects.
+    """
     if not isinstance(flatbuffer, (bytes, bytearray, memoryview)):
         raise TypeError(f"{argname} must be the bytes of a .tflite flatbuffer, got {type(flatbuffer).__name__}.")
     data = bytes(flatbuffer)
@@ -85,6 +96,16 @@ def check_flatbuffer(flatbuffer, argname: str = "flatbuffer") -> bytes:
             f"{argname} is not a TFLite flatbuffer (expected the identifier {_IDENTIFIER!r} at bytes 4..8, "
             f"got {data[4:8]!r} in {len(data)} bytes)."
         )
+    try:
+        _litert.Interpreter(model_content=data,
+                            experimental_op_resolver_type=_litert.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    except ValueError as err:
+        raise ValueError(
+            f"{argname} is a damaged TFLite flatbuffer ({len(data)} bytes): LiteRT's verifier rejects it ({err}). "
+            "The file is probably truncated or corrupted; export it again with kcompress.export.to_tflite."
+        ) from err
+    except RuntimeError:
+        pass  # a valid structure with ops this interpreter cannot resolve: not our concern here
     return data
 
 

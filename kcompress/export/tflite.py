@@ -54,6 +54,9 @@ def representative_dataset(data, input_shape: tuple[int, ...], limit: int | None
     from kcompress.data import Dataset
 
     if isinstance(data, Dataset):
+        if not len(data.x_train):
+            raise ValueError(f"representative_data is the Dataset {data.name!r} with an empty training split; "
+                             "calibration needs training images (100-500 is typical).")
         data = data.representative(min(200, len(data.x_train)))
     if callable(data) and not isinstance(data, np.ndarray):
         data = data()
@@ -85,8 +88,11 @@ def representative_dataset(data, input_shape: tuple[int, ...], limit: int | None
                 f"representative_data item {i} has shape {tuple(chunk.shape)}; the model expects "
                 f"(batch, {', '.join(map(str, shape))}) or one sample of {shape}."
             )
-        samples.extend(np.split(chunk.astype(np.float32), len(chunk)))
+        if len(chunk):
+            samples.extend(np.split(chunk.astype(np.float32), len(chunk)))
     if limit is not None:
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise ValueError(f"limit must be None or a positive int, got {limit!r}.")
         samples = samples[:limit]
     if not samples:
         raise ValueError("representative_data is empty; pass at least one sample (100-500 is typical).")
@@ -348,11 +354,22 @@ def save(flatbuffer, path: str | os.PathLike) -> str:
 
 def write_atomic(path: str | os.PathLike, data: bytes | str) -> str:
     """Writes ``data`` so that ``path`` holds either the old or the whole new content."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path must be a file path (str or os.PathLike), got {type(path).__name__}.")
     path = os.fspath(path)
     if not path:
         raise ValueError("path must be a non-empty file path.")
+    if os.path.isdir(path) or path.endswith(("/", os.sep)):
+        raise ValueError(f"path {path!r} is a folder; pass a file path inside it, e.g. "
+                         f"{os.path.join(path, 'model.tflite')!r}.")
+    if not isinstance(data, (bytes, bytearray, memoryview, str)):
+        raise TypeError(f"data must be bytes or str, got {type(data).__name__}.")
     folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as err:
+        raise ValueError(f"cannot create the folder {folder!r} for path {path!r} ({type(err).__name__}: "
+                         f"{err.strerror or err}); pass a path in a folder you can write.") from err
     payload = data.encode("utf-8") if isinstance(data, str) else data
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
     try:

@@ -104,6 +104,8 @@ def fit(model, dataset: Dataset, epochs: int, batch_size: int = 256, validation_
         raise ValueError(f"validation_split must be in [0, 1), got {validation_split!r}.")
     if restore_best and validation_split <= 0:
         raise ValueError("restore_best=True needs validation_split > 0 to choose the best epoch.")
+    if not len(dataset.x_train):
+        raise ValueError(f"dataset {dataset.name!r} has an empty training split; fit needs training images.")
     x, y = dataset.x_train[:max_train], dataset.y_train[:max_train]
     callbacks = list(callbacks or []) + ([RestoreBest("val_accuracy")] if restore_best else [])
     return model.fit(

@@ -107,7 +107,7 @@ class Pipeline:
     def __init__(self, stages, name: str = "pipeline"):
         if not isinstance(name, str) or not name or any(c in name for c in "/\\ "):
             raise ValueError(f"name must be a non-empty string without spaces or slashes, got {name!r}.")
-        if isinstance(stages, (Stage, dict)) or not hasattr(stages, "__iter__"):
+        if isinstance(stages, (Stage, dict, str, bytes)) or not hasattr(stages, "__iter__"):
             raise TypeError(f"stages must be a list of Stage objects or stage configs, got {type(stages).__name__}.")
         built = []
         for i, stage in enumerate(stages):
@@ -138,17 +138,26 @@ class Pipeline:
     @classmethod
     def load(cls, path: str | os.PathLike) -> Pipeline:
         """Reads a recipe from a ``.json`` or ``.yaml`` / ``.yml`` file."""
+        if not isinstance(path, (str, os.PathLike)):
+            raise TypeError(f"path must be a file path, got {type(path).__name__}.")
         path = os.fspath(path)
+        if not path.endswith((".yaml", ".yml", ".json")):
+            raise ValueError(f"path must end with .json, .yaml or .yml, got {path!r}.")
+        if not os.path.isfile(path):
+            raise ValueError(f"recipe file {path!r} does not exist (or is not a file).")
         with open(path, encoding="utf-8") as f:
             text = f.read()
-        if path.endswith((".yaml", ".yml")):
-            import yaml
+        try:
+            if path.endswith(".json"):
+                config = json.loads(text)
+            else:
+                import yaml
 
-            config = yaml.safe_load(text)
-        elif path.endswith(".json"):
-            config = json.loads(text)
-        else:
-            raise ValueError(f"path must end with .json, .yaml or .yml, got {path!r}.")
+                config = yaml.safe_load(text)
+        except ValueError as err:  # json.JSONDecodeError
+            raise ValueError(f"recipe file {path!r} is not valid JSON: {err}.") from err
+        except Exception as err:  # noqa: BLE001 - yaml.YAMLError and its kinds
+            raise ValueError(f"recipe file {path!r} is not valid YAML: {err}.") from err
         return cls.from_config(config)
 
     # ---------------------------------------------------------------- run

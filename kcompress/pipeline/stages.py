@@ -398,6 +398,20 @@ class Cluster(Stage):
     finetunes = True
 
     def __post_init__(self):
+        from kcompress.clustering.cluster import _check_clusters
+
+        # Checked here, not when the stage runs after minutes of earlier stages.
+        if isinstance(self.clusters, dict):
+            if not self.clusters:
+                raise ValueError("clusters must be an int or a non-empty dict {layer: clusters}, got {}.")
+            for name, value in self.clusters.items():
+                if not isinstance(name, str):
+                    raise TypeError(f"clusters keys must be layer names (str), got {name!r}.")
+                _check_clusters(value, f"clusters[{name!r}]")
+        else:
+            _check_clusters(self.clusters)
+        if self.preserve_sparsity is not None and not isinstance(self.preserve_sparsity, bool):
+            raise TypeError(f"preserve_sparsity must be None, True or False, got {self.preserve_sparsity!r}.")
         _check_training(self)
 
     def run(self, state, finetuner=None):

@@ -114,7 +114,9 @@ def prune(model, schedule, layers=None, block_size=(1, 1), m_by_n=None):
             along the input channels (structured sparsity; the schedule's target is ignored).
 
     Returns:
-        A new model of the same structure with ``PruneLowMagnitude`` wrappers.
+        A new model of the same structure with ``PruneLowMagnitude`` wrappers. Its ``fit``
+        raises a ``ValueError`` before training when ``callbacks`` lacks
+        ``kcompress.pruning.callbacks()`` (TFMOT's ``UpdatePruningStep``).
 
     Raises:
         TypeError: not a tf_keras model, or a bad ``schedule`` / ``layers`` item.
@@ -165,10 +167,51 @@ def prune(model, schedule, layers=None, block_size=(1, 1), m_by_n=None):
         return PruneLowMagnitude(layer, pruning_schedule=schedule, block_size=block, sparsity_m_by_n=m_by_n)
 
     result = keras.models.clone_model(copy, clone_function=wrap)
+    separable = [f"{layer.name!r}" for layer in _all_layers(copy) if layer.name in wrapped
+                 and isinstance(layer, (keras.layers.SeparableConv1D, keras.layers.SeparableConv2D))]
+    if separable:
+        logging.warning("Pruning the pointwise kernels of %s; their depthwise kernels stay dense (TFMOT prunes one "
+                        "kernel per separable layer).", ", ".join(separable))
     if not wrapped:
         raise ValueError(f"model {model.name!r} has no prunable layer (Conv, Dense, ...); nothing to prune.")
     logging.info("Pruning %d layers of %s: %s", len(wrapped), model.name, ", ".join(wrapped))
-    return result
+    return _guard_fit(result)
+
+
+def has_pruning_step_callback(callbacks) -> bool:
+    """True when ``callbacks`` (a list, a CallbackList or None) holds TFMOT's ``UpdatePruningStep``."""
+    if callbacks is None:
+        return False
+    items = getattr(callbacks, "callbacks", callbacks)
+    if isinstance(items, keras.callbacks.Callback):
+        items = [items]
+    return any(isinstance(c, tfmot.sparsity.keras.UpdatePruningStep) for c in items)
+
+
+def pruning_callbacks_error(model_name: str) -> ValueError:
+    return ValueError(
+        f"model {model_name!r} holds pruning wrappers, so fit needs callbacks=kcompress.pruning.callbacks() "
+        "(TFMOT's UpdatePruningStep advances the pruning schedule; without it TFMOT fails inside the "
+        "training graph). Add them: model.fit(..., callbacks=kc.pruning.callbacks() + your_callbacks)."
+    )
+
+
+def _guard_fit(model):
+    """Makes ``model.fit`` refuse, before any work, to train without the pruning step callback.
+
+    The check lives on this model object: a pruned model loaded from a file fails as TFMOT does.
+    """
+    fit = model.fit
+
+    def checked_fit(*args, **kwargs):
+        callbacks = kwargs.get("callbacks", args[5] if len(args) > 5 else None)
+        if not has_pruning_step_callback(callbacks):
+            raise pruning_callbacks_error(model.name)
+        return fit(*args, **kwargs)
+
+    checked_fit.__doc__ = fit.__doc__
+    model.fit = checked_fit
+    return model
 
 
 def _check_block(model, choose, block):

@@ -18,13 +18,12 @@ from kcompress.pruning import schedules as _schedules
 
 _TFMOT_WRAPPER = _tfmot_wrapper.PruneLowMagnitude
 
-# Kernels TFMOT's registry leaves dense (it prunes no DepthwiseConv2D weight, and only the
-# pointwise kernel of a SeparableConv), which kcompress prunes too.
+# Kernels TFMOT's registry leaves dense (it prunes no DepthwiseConv weight), which kcompress prunes.
+# A SeparableConv keeps TFMOT's choice, its pointwise kernel only: the wrapper names every mask
+# "mask", and an .h5 file cannot hold two weights of one layer under the same name.
 DEPTHWISE_KERNELS = {
     keras.layers.DepthwiseConv2D: ("depthwise_kernel",),
     keras.layers.DepthwiseConv1D: ("depthwise_kernel",),
-    keras.layers.SeparableConv1D: ("depthwise_kernel", "pointwise_kernel"),
-    keras.layers.SeparableConv2D: ("depthwise_kernel", "pointwise_kernel"),
 }
 
 
@@ -40,8 +39,8 @@ def _make_prunable(layer):
 class PruneLowMagnitude(_TFMOT_WRAPPER):
     """Magnitude pruning wrapper around one layer (see ``kcompress.pruning.prune``).
 
-    Unlike TFMOT's, it prunes DepthwiseConv2D kernels and both kernels of a SeparableConv, and
-    an error while it builds names the layer.
+    Unlike TFMOT's, it prunes DepthwiseConv1D / 2D kernels, and an error while it builds names
+    the layer. (A SeparableConv's pointwise kernel is pruned, its small depthwise kernel is not.)
     """
 
     def __init__(self, layer, *args, **kwargs):
