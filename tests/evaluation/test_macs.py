@@ -38,7 +38,7 @@ def test_user_models_agree_with_the_flatbuffer(name):
     assert _no_warnings(kc.evaluation.keras_macs, model) == _flat_macs(model) > 0
 
 
-@pytest.mark.parametrize("zoo", ["lenet5", "tiny_cnn", "mlp_tiny"])
+@pytest.mark.parametrize("zoo", ["lenet5", "lenet5_student", "lenet300_100", "tiny_cnn", "mlp_tiny", "mlp_small"])
 def test_zoo_models_agree_with_the_flatbuffer(zoo):
     model = kc.models.get(zoo)
     assert kc.evaluation.keras_macs(model) == _flat_macs(model) > 0

@@ -15,8 +15,8 @@ def fashion():
 
 
 def _pruned(name, ds, sparsity=0.7):
-    """A user model trained 2 epochs, pruned to ``sparsity`` with kcompress for 1 epoch, stripped."""
-    model = um.train(um.BUILDERS[name](0), ds, epochs=2, batch_size=32)
+    """A user model trained 1 epoch, pruned to ``sparsity`` with kcompress for 1 epoch, stripped."""
+    model = um.train(um.BUILDERS[name](0), ds, epochs=1, batch_size=32)
     pruned = kc.pruning.prune(model, kc.pruning.ConstantSparsity(sparsity, begin_step=0))
     kc.models.compile_classifier(pruned, 1e-3)
     pruned.fit(ds.x_train, ds.y_train, epochs=1, batch_size=64, verbose=0, callbacks=kc.pruning.callbacks())
@@ -86,3 +86,30 @@ def test_sparsity_reports_of_a_qat_model(pruned_nets, name):
     assert kc.quantization.kernel_sparsity(qat) > 0.6
     # Quantizer ranges are not weights: the overall fraction is the pruned model's.
     assert kc.pruning.sparsity(qat).overall == pytest.approx(kc.pruning.sparsity(pruned).overall, abs=1e-6)
+
+
+def test_every_kernel_pattern_gets_a_sparsity_preserving_config():
+    """Conv2D / Dense / DepthwiseConv2D followed by BN -> ReLU, BN -> Activation, a ReLU layer, or nothing."""
+    keras, layers = kc.keras, kc.keras.layers
+    inputs = keras.Input((12, 12, 1))
+    x = layers.Conv2D(4, 3, name="conv_bn_act")(inputs)
+    x = layers.Activation("relu")(layers.BatchNormalization()(x))
+    x = layers.DepthwiseConv2D(3, name="dw_relu")(x)
+    x = layers.ReLU()(x)
+    x = layers.Conv2D(4, 1, activation="relu", name="conv_fused")(x)
+    x = layers.Flatten()(x)
+    x = layers.Dense(8, name="dense_bn_relu")(x)
+    x = layers.ReLU()(layers.BatchNormalization()(x))
+    x = layers.Dense(8, name="dense_relu")(x)
+    x = layers.ReLU()(x)
+    outputs = layers.Dense(3, name="logits")(x)
+    model = um.magnitude_prune(keras.Model(inputs, outputs), 0.5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        qat = kc.quantization.quantize_aware(model, preserve_sparsity=True)
+    configs = {layer.layer.name: type(layer.quantize_config).__name__ for layer in qat.layers
+               if hasattr(layer, "quantize_config")}
+    for name in ("conv_bn_act", "dw_relu", "conv_fused"):
+        assert configs[name] == "SparsityPreservingConvQuantizeConfig", (name, configs[name])
+    for name in ("dense_bn_relu", "dense_relu", "logits"):
+        assert configs[name] == "SparsityPreservingQuantizeConfig", (name, configs[name])
