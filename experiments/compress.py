@@ -57,6 +57,8 @@ def define_flags():
     flags.DEFINE_float("time_limit", None, "Seconds after which the search stops exploring / finishing.")
     flags.DEFINE_list("seeds", ["0", "1", "2"], "The first seed searches; the recipe found is re-run with the others.")
     flags.DEFINE_string("output_dir", "runs/compress", "Folder for results and artefacts (re-use to resume).")
+    flags.DEFINE_string("search_dir", None, "Folder of the kc.compress search (default <output_dir>/search); a "
+                        "search of the same model and settings with another budget is re-used from it.")
     flags.DEFINE_string("data_dir", None, "Folder with <dataset>.npz (else $KCOMPRESS_DATA_DIR, then tfds).")
     flags.DEFINE_integer("max_train", None, "Use only the first N training samples (quick runs).")
     flags.DEFINE_integer("max_test", None, "Evaluate on the first N test samples only (quick runs).")
@@ -151,7 +153,7 @@ def run(args: dict) -> dict:
         baseline, ds, **_budget(args), recovery_epochs=args["recovery_epochs"], step_epochs=args["step_epochs"],
         qat_epochs=args["qat_epochs"], step_fraction=args["step_fraction"], temperature=args["temperature"],
         alpha=args["alpha"], batch_size=args["compress_batch_size"], time_limit=args["time_limit"],
-        seed=seeds[0], output_dir=os.path.join(out, "search"),
+        seed=seeds[0], output_dir=args.get("search_dir") or os.path.join(out, "search"),
     )
     search_seconds = time.perf_counter() - t0
     kc.export.save(res.flatbuffer, os.path.join(out, "winner.tflite"))

@@ -239,7 +239,7 @@ def _float_weights(model):
 
 
 def _check(model, levels, index_bits, encoding):
-    check_model(model)
+    model = check_model(model)
     if isinstance(levels, bool) or not isinstance(levels, (int, np.integer)) or not 2 <= levels <= 65536:
         raise ValueError(f"levels must be an int in [2, 65536], got {levels!r}.")
     if index_bits is not None and (isinstance(index_bits, bool) or not isinstance(index_bits, (int, np.integer))
@@ -247,6 +247,7 @@ def _check(model, levels, index_bits, encoding):
         raise ValueError(f"index_bits must be None (choose the best per tensor) or an int in [1, 16], got {index_bits!r}.")
     if encoding is not None and encoding not in ENCODINGS:
         raise ValueError(f"encoding must be None (the cheapest per tensor) or one of {ENCODINGS}, got {encoding!r}.")
+    return model
 
 
 def entropy_coded_size(model, levels: int = 256, index_bits: int | None = None,
@@ -274,7 +275,7 @@ def entropy_coded_size(model, levels: int = 256, index_bits: int | None = None,
         >>> r = entropy_coded_size(kc.clustering.strip(clustered))
         >>> r.float32_bytes, r.total_bytes, r.ratio
     """
-    _check(model, levels, index_bits, encoding)
+    model = _check(model, levels, index_bits, encoding)
     tensors = tuple(_code_tensor(lname, wname, w.numpy(), int(levels), encoding, index_bits)
                     for lname, wname, w in _float_weights(model))
     if not tensors:

@@ -205,6 +205,17 @@ class _Search:
         return self.strategy.scope() if self.strategy is not None else contextlib.nullcontext()
 
     # -- measuring
+    def smallest_bytes(self, model) -> int:
+        """Bytes of the smallest export of ``model`` (post-training int8, per-tensor scales, slim)."""
+        from kcompress import export
+
+        return len(export.to_tflite(model, "int8", representative_data=self.rep, verbose=False, slim=True,
+                                    per_channel=False))
+
+    def fits(self, record) -> bool:
+        """Whether a trajectory model can fit the size limits once finished (its smallest export)."""
+        return self.budget.size_ok({**record, "size_bytes": record.get("min_size_bytes", record["size_bytes"])})
+
     def measure(self, model, per_channel=True) -> tuple[bytes, dict]:
         """PTQ int8 slim flatbuffer of ``model`` and its record (bytes, val accuracy in LiteRT, macs, arena)."""
         from kcompress import export
@@ -311,7 +322,7 @@ class _Search:
             steps = self.state["steps"]
             last = steps[-1] if steps else self.state["baseline"]["int8"]
             model = self.models[len(steps)]
-            fits = self.budget.size_ok(last)
+            fits = self.fits(last)
             if fits and not self.budget.has_accuracy:
                 return "size limits met"
             if floor is not None and steps and last["val_accuracy"] < floor - self.o["explore_margin"] and fits:
@@ -333,6 +344,7 @@ class _Search:
             self.trials += 1
             new = state.model
             flat, record = self.measure(new)
+            record["min_size_bytes"] = self.smallest_bytes(new)
             record.update({
                 "phase": "explore", "variant": f"step{index + 1}", "step": index + 1, "move": label,
                 "untrained_val_accuracy": untrained, "widths": _widths(new),
@@ -470,7 +482,7 @@ class _Search:
         steps = self.state["steps"]
         records = [self.state["baseline"]["int8"]] + steps
         floor = self.budget.floor(self.state["baseline"]["val_accuracy"])
-        fitting = [j for j, r in enumerate(records) if self.budget.size_ok(r)]
+        fitting = [j for j, r in enumerate(records) if self.fits(r)]
         if not fitting:
             # The size limit was not reached by the trajectory (PTQ bytes); the smallest step may still fit
             # once finished (per-tensor scales are smaller).
@@ -658,6 +670,11 @@ def compress(model, dataset: Dataset, max_bytes: int | None = None, max_accuracy
         for record in search.state["steps"]:
             search.models[record["step"]] = search.load_model(record["model_path"])
             record["meets_budget"] = search.meets(record)
+            if "min_size_bytes" not in record:  # searches written before it was measured
+                record["min_size_bytes"] = search.smallest_bytes(search.models[record["step"]])
+        base = search.state["baseline"]["int8"]
+        if "min_size_bytes" not in base:
+            base["min_size_bytes"] = search.smallest_bytes(model)
         resumed = True
         logging.info("[compress] resuming from %s: %d steps, %d finished candidates", output_dir,
                      len(search.state["steps"]), len(search.state["finishes"]))
@@ -672,7 +689,7 @@ def compress(model, dataset: Dataset, max_bytes: int | None = None, max_accuracy
         flat32 = export.to_tflite(model, "float32")
         flat8, rec8 = search.measure(model)
         rec8.update({"phase": "baseline", "variant": "baseline_int8", "step": 0, "widths": _widths(model),
-                     "keras_val_accuracy": base_val})
+                     "keras_val_accuracy": base_val, "min_size_bytes": search.smallest_bytes(model)})
         search.state["baseline"] = {
             "val_accuracy": base_val, "float32_bytes": len(flat32), "params": int(model.count_params()),
             "macs": int(keras_macs(model)), "int8": rec8,

@@ -20,8 +20,8 @@ def test_compress_script_writes_a_report_with_the_spread_over_seeds(script, tmp_
     args = dict(dataset="mnist", model="lenet5", baseline_model=None, epochs=1, batch_size=128, learning_rate=2e-3,
                 max_bytes=40_000, max_accuracy_drop=None, min_accuracy=None, max_macs=None, max_arena_bytes=None,
                 recovery_epochs=1, step_epochs=1, qat_epochs=0, step_fraction=0.6, temperature=2.0, alpha=0.5,
-                compress_batch_size=128, time_limit=None, seeds=["0", "1"], output_dir=str(tmp_path / "c"),
-                data_dir=None, max_train=1500, max_test=300)
+                compress_batch_size=128, time_limit=None, seeds=["0", "1"], output_dir=str(tmp_path / "c"), search_dir=None,
+                data_dir=None, max_train=1000, max_test=200)
     payload = script.run(args)
     out = tmp_path / "c"
     for name in ("results.json", "results.csv", "report.md", "flags.json", "recipe.json", "winner.tflite",

@@ -30,7 +30,8 @@ def _is_tf_keras(model):
 def test_check_model_converts_and_logs_the_argument_name(caplog):
     from kcompress._keras import check_model
 
-    with caplog.at_level(logging.INFO):
+    # absl's logger: other tests may have lowered its verbosity.
+    with caplog.at_level(logging.INFO, logger="absl"):
         out = check_model(lenet5_k3(), "teacher")
     assert _is_tf_keras(out)
     assert "teacher is a Keras 3 model ('lenet5_k3'); converted it to tf_keras" in caplog.text
@@ -173,3 +174,10 @@ def test_strip_and_sparsity_of_a_keras3_model():
         kc.clustering.strip(lenet5_k3())
     assert kc.pruning.sparsity(lenet5_k3()).prunable == 0.0
     assert not kc.pruning.is_pruned(lenet5_k3())
+
+
+def test_entropy_coded_size_and_sensitivity_of_a_keras3_model(trained_lenet_k3, tiny):
+    reference = kc.clustering.entropy_coded_size(from_keras3(trained_lenet_k3))
+    assert kc.clustering.entropy_coded_size(trained_lenet_k3).total_bytes == reference.total_bytes
+    report = kc.pruning.sensitivity(trained_lenet_k3, tiny, ratios=(0.5,), layers=["fc1"], max_samples=50)
+    assert [r["group"] for r in report.rows] == ["fc1"]
