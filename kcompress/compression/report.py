@@ -29,8 +29,16 @@ def records_markdown(records) -> str:
 
 
 def widths_text(widths: dict, baseline: dict) -> str:
-    return ", ".join(f"{k} {baseline.get(k, '?')}→{v}" if baseline.get(k) != v else f"{k} {v}"
-                     for k, v in widths.items())
+    """``conv2 16→10, fc1_svd_u 8 (new), ...``: each group's width against the original's."""
+    parts = []
+    for k, v in widths.items():
+        if k not in baseline:
+            parts.append(f"{k} {v} (new)")
+        elif baseline[k] != v:
+            parts.append(f"{k} {baseline[k]}→{v}")
+        else:
+            parts.append(f"{k} {v}")
+    return ", ".join(parts)
 
 
 def result_markdown(result) -> str:
