@@ -248,6 +248,15 @@ def _finish(out, ds, done, plan, args) -> list[dict]:
                                            reference="baseline/float32", rounds=args["latency_rounds"])
     for r in records:
         key = f"{r['variant']}/{r['flatbuffer']}"
+        if r["flatbuffer"] in ("int8", "int8_sparse"):
+            # The TFLite Micro arena, measured in its interpreter, next to kcompress's estimate.
+            flat = flatbuffers[(r["variant"], r["flatbuffer"])]
+            r["arena_estimate_bytes"] = kc.export.estimate_arena(flat).arena_bytes
+            try:
+                r["tflm_arena_bytes"] = kc.export.measure_arena(flat)
+            except (ImportError, ValueError) as err:  # not installed, or an op TFLM has no kernel for
+                logging.warning("No TFLite Micro arena for %s: %s", key, err)
+                r["tflm_arena_bytes"] = None
         if key in timing:
             r["latency_ms"] = timing[key]["latency_ms"]
             r["latency_ratio"] = timing[key]["latency_ratio"]
@@ -266,7 +275,8 @@ def _finish(out, ds, done, plan, args) -> list[dict]:
     int8 = [r for r in shipped if r["flatbuffer"].startswith("int8")]
     best = max((r for r in int8 if r["accuracy"] >= base_acc - 0.002), key=lambda r: r["compression"], default=None)
     columns = ("variant", "flatbuffer", "accuracy", "accuracy_delta", "nonzero_params", "size_bytes", "gzip_bytes",
-               "compression", "gzip_compression", "entropy_bytes", "entropy_ratio", "macs", "latency_ms", "latency_ratio")
+               "compression", "gzip_compression", "entropy_bytes", "entropy_ratio", "macs", "latency_ms", "latency_ratio",
+               "tflm_arena_bytes", "arena_estimate_bytes")
     robust_cols = ("variant", "flatbuffer", "accuracy", *sorted(k for k in records[0] if k.startswith("robust_")))
     found = _compress_recipe(args)
     stage_lines = []
@@ -284,7 +294,9 @@ def _finish(out, ds, done, plan, args) -> list[dict]:
         "flatbuffer in the LiteRT interpreter over the test set (`keras` rows: the Keras model). Size ratio: "
         "baseline float32 flatbuffer bytes / these bytes (gzip ratio: / zlib-9 bytes). Latency: median "
         "single-sample, single-thread LiteRT invocation, all flatbuffers timed interleaved in one process "
-        f"({args['latency_rounds']} rounds); ratio against the baseline float32 flatbuffer.",
+        f"({args['latency_rounds']} rounds); ratio against the baseline float32 flatbuffer. TFLM arena: the "
+        "smallest tensor arena the TFLite Micro interpreter runs the int8 flatbuffer in (measured; "
+        "`kc.export.measure_arena`), next to kcompress's estimate (`kc.export.estimate_arena`).",
         "",
         (f"Best int8 flatbuffer within 0.2 points of the baseline: **{best['label']}**, {100 * best['accuracy']:.2f}% "
          f"at {best['size_bytes']:,} bytes, {best['compression']:.1f}x smaller than float32."

@@ -39,6 +39,8 @@ def test_runs_resumes_and_reruns_only_what_is_missing(compare, tmp_path, monkeyp
     by = {(r["variant"], r["flatbuffer"]): r for r in json.loads((out / "results.json").read_text())["records"]}
     assert by[("baseline", "float32")]["latency_ratio"] == 1.0
     assert by[("channels50_distill_int8", "int8")]["compression"] > 8
+    arena = by[("channels50_distill_int8", "int8")]
+    assert 1024 <= arena["tflm_arena_bytes"] <= arena["arena_estimate_bytes"] <= 1.25 * arena["tflm_arena_bytes"]
     assert by[("prune80_distill_qat_int8", "int8")]["nonzero_params"] < 0.22 * by[("baseline", "int8")]["params"]
     assert "![accuracy vs size](pareto.png)" in (out / "report.md").read_text()
     # Unstructured pruning recovers on logits plus the teacher's fc2 features.
