@@ -39,6 +39,8 @@ from absl import logging
 from kcompress._keras import check_model, keras
 from kcompress.compression.budget import Budget, BudgetError
 from kcompress.data import Dataset
+from kcompress.pruning.sensitivity import accuracy as _accuracy
+from kcompress.reporting.tables import _json_default
 
 _STATE = "compress_state.json"
 _VERSION = 1
@@ -102,11 +104,6 @@ def estimated_int8_bytes(model) -> int:
             n = int(np.prod(w.shape))
             total += 4 * n if "bias" in w.name else n
     return total
-
-
-def _accuracy(model, x, y) -> float:
-    pred = model.predict(x, batch_size=1024, verbose=0)
-    return float(np.mean(np.argmax(pred, axis=-1) == y))
 
 
 def _flat_accuracy(flat, x, y) -> float:
@@ -505,14 +502,6 @@ class _Search:
             else:
                 hi = mid - 1
         return done
-
-
-def _json_default(obj):
-    if isinstance(obj, (np.integer,)):
-        return int(obj)
-    if isinstance(obj, (np.floating,)):
-        return float(obj)
-    return str(obj)
 
 
 def _check_int(name, value, minimum, allow_none=False):
