@@ -79,7 +79,7 @@ def run(output_dir: str, dataset: str, model: str, epochs: int, batch_size: int,
     resolved = dict(flag_values or {}, dataset=dataset, model=model, epochs=epochs, batch_size=batch_size,
                     learning_rate=learning_rate, validation_split=validation_split, seed=seed)
     resolved["machine"] = f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.python_implementation()} {platform.python_version()}"
-    resolved["tensorflow"] = kc._keras.tf.__version__
+    resolved["tensorflow"] = kc.tf.__version__
     kc.export.write_atomic(os.path.join(output_dir, "flags.json"), json.dumps(resolved, indent=2) + "\n")
     notes = (
         f"{model} on {dataset}: {epochs} epochs, Adam {learning_rate}, batch {batch_size}, "

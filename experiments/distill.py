@@ -404,7 +404,7 @@ def run(output_dir: str, dataset="mnist", teacher="lenet5", teacher_model=None, 
     if prune_selection:
         resolved["prune_chosen"] = dict(zip(("alpha", "temperature", "hint_weight"), prune_selection["chosen"], strict=True))
     resolved["machine"] = f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.python_implementation()} {platform.python_version()}"
-    resolved["tensorflow"] = kc._keras.tf.__version__
+    resolved["tensorflow"] = kc.tf.__version__
     kc.export.write_atomic(os.path.join(output_dir, "flags.json"), json.dumps(resolved, indent=2) + "\n")
     kc.reporting.write_results(output_dir, records, resolved, title="Distillation", columns=_COLUMNS)
     kc.export.write_atomic(os.path.join(output_dir, "report.md"),

@@ -168,7 +168,7 @@ def run(args: dict) -> list[dict]:
 
     resolved = dict(args)
     resolved["machine"] = f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
-    resolved["tensorflow"] = kc._keras.tf.__version__
+    resolved["tensorflow"] = kc.tf.__version__
     resolved["micro"] = {"ops": list(bundle.ops), "resolver_methods": list(bundle.resolver_methods),
                          "arena_bytes": bundle.arena_bytes, "arena_tensors_bytes": bundle.arena.tensors_bytes,
                          "header": os.path.relpath(bundle.header_path, out)}

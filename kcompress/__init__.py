@@ -28,11 +28,11 @@ from kcompress import (
     quantization,
     reporting,
 )
-from kcompress._keras import keras
+from kcompress._keras import keras, tf
 from kcompress.compression import Budget, BudgetError, CompressionResult, compress
 
 __all__ = [
     "Budget", "BudgetError", "CompressionResult", "compress", "compression",
     "clustering", "data", "distillation", "evaluation", "export", "factorization", "keras", "keras3", "models", "pipeline",
-    "pruning", "quantization", "reporting", "__version__",
+    "pruning", "quantization", "reporting", "tf", "__version__",
 ]
