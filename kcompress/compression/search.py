@@ -14,8 +14,10 @@ The search is greedy shrink-and-recover, in the spirit of NetAdapt (Yang et al.,
    of distillation, best validation epoch kept), quantization-aware trained and
    exported as slim int8 flatbuffers (per-channel after QAT; per-tensor and
    per-channel post-training as alternatives), then measured in LiteRT on the
-   validation split. A binary search along the trajectory finds the smallest
-   candidate that keeps the accuracy; with only size limits, the largest that fits.
+   validation split. The gain finishing brings (finished minus explored accuracy)
+   predicts each candidate's finished accuracy; the smallest candidate predicted to
+   keep the accuracy is finished next, until none smaller is expected to (usually one
+   to three finishes). With only size limits, the largest candidate that fits.
 
 Decisions use the validation split (the last 10% of the training split, which
 Keras' ``validation_split`` holds out); the test split only reports the winner.
@@ -475,7 +477,13 @@ class _Search:
         return flats[rec["variant"]], model, float_model
 
     def choose(self):
-        """Binary search along the trajectory for the smallest finished candidate that meets the budget."""
+        """Finishes candidates along the trajectory until the smallest one that meets the budget is found.
+
+        With only size limits, the largest trajectory model that fits is finished. With an accuracy
+        floor the search is guided by the gain finishing brings (:func:`_next_finish`): each finished
+        candidate's validation accuracy over its exploration accuracy predicts the others', and the
+        next one finished is the smallest predicted to keep the floor.
+        """
         steps = self.state["steps"]
         records = [self.state["baseline"]["int8"]] + steps
         floor = self.budget.floor(self.state["baseline"]["val_accuracy"])
@@ -491,17 +499,58 @@ class _Search:
         while hi > lo and records[hi]["val_accuracy"] < floor - self.o["explore_margin"]:
             hi -= 1
         done = []
-        while lo <= hi:
-            if self.out_of_time() and any(e["record"]["meets_budget"] for e in done):
+        while True:
+            finished = {int(k): (e["record"]["val_accuracy"], e["record"]["meets_budget"])
+                        for k, e in self.state["finishes"].items() if lo <= int(k) <= hi}
+            if self.out_of_time() and any(ok for _, ok in finished.values()):
                 break
-            mid = (lo + hi + 1) // 2
-            entry = self.finish(mid)
-            done.append(entry)
-            if entry["record"]["meets_budget"]:
-                lo = mid + 1
-            else:
-                hi = mid - 1
-        return done
+            if len(finished) >= self.o["max_finishes"]:
+                logging.info("[compress] %d candidates finished (max_finishes); choosing among them",
+                             self.o["max_finishes"])
+                break
+            j = _next_finish([r["val_accuracy"] for r in records], finished, lo, hi, floor,
+                             prior_gain=0.4 * self.o["explore_margin"], tolerance=0.15 * self.o["explore_margin"])
+            if j is None:
+                break
+            done.append(self.finish(j))
+        return done or [self.finish(k) for k in sorted(self.state["finishes"], key=int) if lo <= int(k) <= hi]
+
+
+def _next_finish(accuracies, finished, lo, hi, floor, prior_gain, tolerance):
+    """The next trajectory index to finish, or None when no smaller candidate is expected to keep ``floor``.
+
+    Args:
+        accuracies: validation accuracy of every trajectory model as explored (index 0: the original).
+        finished: ``{index: (finished validation accuracy, meets the budget)}`` of the candidates done.
+        lo, hi: the indices that may be finished (size limits met, accuracy not hopeless).
+        floor: the validation accuracy a winner needs.
+        prior_gain: the accuracy finishing is expected to add before any candidate is finished.
+        tolerance: candidates predicted up to this far below the floor are still tried.
+
+    The gain of finishing (finished minus explored accuracy, averaged over the finished
+    candidates) predicts each unfinished candidate's accuracy. Among those smaller than the
+    smallest passing one, predicted within ``tolerance`` of the floor and not dominated by a
+    failure (a finished candidate at least as large and at least as accurate that missed),
+    the smallest is next. With no passing candidate and none predicted to pass, the most
+    accurate undominated one is tried, so a budget that can be met is not given up early.
+    """
+    gains = [acc - accuracies[j] for j, (acc, _) in finished.items()]
+    gain = sum(gains) / len(gains) if gains else prior_gain
+    passing = [j for j, (_, ok) in finished.items() if ok]
+    best = max(passing) if passing else None
+    failures = [j for j, (_, ok) in finished.items() if not ok]
+
+    def open_(j):
+        dominated = any(k <= j and accuracies[k] >= accuracies[j] for k in failures)
+        return j not in finished and not dominated and (best is None or j > best)
+
+    cands = [j for j in range(lo, hi + 1) if open_(j)]
+    likely = [j for j in cands if accuracies[j] + gain >= floor - tolerance]
+    if likely:
+        return max(likely)
+    if best is None and cands:
+        return max(cands, key=lambda j: (accuracies[j], j))
+    return None
 
 
 def _check_int(name, value, minimum, allow_none=False):
@@ -611,7 +660,7 @@ def compress(model, dataset: Dataset, max_bytes: int | None = None, max_accuracy
         "max_steps": _check_int("max_steps", max_steps, 1),
         "explore_margin": _check_float("explore_margin", explore_margin, 0, 1, low_open=False),
         "calibration_samples": _check_int("calibration_samples", calibration_samples, 1),
-        "proposal_samples": 3000, "max_group_cut": 0.5,
+        "proposal_samples": 3000, "max_group_cut": 0.5, "max_finishes": 5,
     }
     if not isinstance(low_rank, bool):
         raise TypeError(f"low_rank must be a bool, got {low_rank!r}.")
@@ -635,7 +684,7 @@ def compress(model, dataset: Dataset, max_bytes: int | None = None, max_accuracy
     search = _Search(model, dataset, budget, teacher, output_dir, opts, strategy, verbose)
     # The search does not depend on the budget (only where it stops and which export it picks), so a
     # run with another budget resumes the same trajectory and finished candidates.
-    config = {k: v for k, v in opts.items() if k not in ("max_trials", "time_limit")}
+    config = {k: v for k, v in opts.items() if k not in ("max_trials", "time_limit", "max_finishes")}
     fingerprint = _fingerprint(model, dataset, config)
     resumed = False
     if output_dir and os.path.exists(search.path(_STATE)):

@@ -72,7 +72,7 @@ def test_a_second_run_resumes_another_budget_reuses_the_search_other_settings_ar
                     **{**FAST, "recovery_epochs": 2})
 
 
-def test_accuracy_budget_binary_search(trained_lenet, tiny):
+def test_accuracy_budget_guided_search_finds_the_smallest_passing(trained_lenet, tiny):
     res = kc.compress(trained_lenet, tiny, max_accuracy_drop=0.05, qat_epochs=0, max_steps=2, **FAST)
     floor = res.baseline["val_accuracy"] - 0.05
     assert res.winner["val_accuracy"] >= floor
