@@ -267,7 +267,7 @@ def _finish(out, ds, done, plan, args) -> list[dict]:
             r["entropy_ratio"] = 4 * r["params"] / r["entropy_bytes"]
         r["label"] = key
     resolved = dict(args, machine=f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
-                    tensorflow=kc._keras.tf.__version__, command=" ".join([os.path.basename(sys.argv[0]), *sys.argv[1:]]))
+                    tensorflow=kc.tf.__version__, command=" ".join([os.path.basename(sys.argv[0]), *sys.argv[1:]]))
     kc.export.write_atomic(os.path.join(out, "flags.json"), json.dumps(resolved, indent=2) + "\n")
     shipped = [r for r in records if r["flatbuffer"] != "keras"]
     kc.reporting.plot_pareto(shipped, os.path.join(out, "pareto.png"), label="label",

@@ -78,7 +78,7 @@ def _machine() -> dict:
     except OSError:
         pass
     return {"cpu": cpu, "isa": isa, "cores": os.cpu_count(), "python": platform.python_version(),
-            "tensorflow": kc._keras.tf.__version__, "kcompress": kc.__version__}
+            "tensorflow": kc.tf.__version__, "kcompress": kc.__version__}
 
 
 def _baseline(args, ds, out):
