@@ -45,25 +45,40 @@ _BASELINE = ("dataset", "model", "epochs", "batch_size", "learning_rate", "seed"
              "latency_runs", "robustness_samples")
 
 
+_RECIPES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "recipes")
+
+
 def _compress_recipe(args):
     """(pipeline, meta) of the --compress_recipe file, or None.
 
-    The file is either a Pipeline config (experiments/compress.py's recipe.json) or
-    ``{"model", "dataset", "budget", "command", "recipe"}`` (experiments/recipes/*.json).
+    ``auto`` (the default) takes ``experiments/recipes/<model>_<dataset>.json`` when it
+    exists; ``''`` leaves the row out. The file is either a Pipeline config
+    (experiments/compress.py's recipe.json) or ``{"model", "dataset", "budget", "command",
+    "recipe"}`` (experiments/recipes/*.json).
     """
     path = args.get("compress_recipe")
     if not path:
         return None
-    if not os.path.isfile(path):
-        raise ValueError(f"--compress_recipe names {path!r}, which is not a file.")
+    if path == "auto":
+        path = os.path.join(_RECIPES, f"{args['model']}_{args['dataset']}.json")
+        if not os.path.isfile(path):
+            logging.info("No compress recipe for %s on %s in %s; compressed_budget is left out.", args["model"],
+                         args["dataset"], _RECIPES)
+            return None
+    elif not os.path.isfile(path):
+        raise ValueError(f"--compress_recipe names {path!r}, which is not a file (or pass 'auto' or '').")
     with open(path, encoding="utf-8") as f:
         meta = json.load(f)
     if "recipe" not in meta:
         meta = {"model": args["model"], "dataset": "?", "budget": "?", "command": path, "recipe": meta}
+    meta["path"] = os.path.relpath(path)
     if meta.get("model") != args["model"]:
         logging.warning("The compress recipe %s is for %s, not %s; compressed_budget is left out.", path,
                         meta.get("model"), args["model"])
         return None
+    if meta.get("dataset") not in ("?", args["dataset"]):
+        logging.warning("The compress recipe %s was found on %s; it is replayed on %s as it is.", path,
+                        meta.get("dataset"), args["dataset"])
     return Pipeline.from_config(meta["recipe"]), meta
 
 
@@ -99,9 +114,9 @@ def define_flags():
     flags.DEFINE_integer("clusters", 16, "Shared weight values per layer in the prune + cluster variant.")
     flags.DEFINE_integer("latency_rounds", 20, "Interleaved rounds of the final same-process latency comparison.")
     flags.DEFINE_list("variants", None, "Run only these variants (default: all).")
-    flags.DEFINE_string("compress_recipe", "", "A recipe found by experiments/compress.py (e.g. "
-                        "experiments/recipes/lenet5_mnist.json), replayed as the 'compressed_budget' variant when it "
-                        "was found for --model; '' leaves the row out (its replay trains ~25 epochs).")
+    flags.DEFINE_string("compress_recipe", "auto", "A recipe found by experiments/compress.py, replayed as the "
+                        "'compressed_budget' variant when it was found for --model; 'auto' takes "
+                        "experiments/recipes/<model>_<dataset>.json if it exists, '' leaves the row out.")
     _FLAG_NAMES[:] = sorted(set(FLAGS) - before)
 
 
@@ -303,7 +318,7 @@ def _finish(out, ds, done, plan, args) -> list[dict]:
          if best else "No int8 flatbuffer is within 0.2 points of the baseline."),
         "",
         *([f"compressed_budget: the recipe `kc.compress` found for {found[1]['budget']} on {found[1]['dataset']} "
-           f"(`{found[1]['command']}`), replayed from `{args['compress_recipe']}` "
+           f"(`{found[1]['command']}`), replayed from `{found[1]['path']}` "
            "with its stage seeds.", ""] if "compressed_budget" in plan and found is not None else []),
         "![accuracy vs size](pareto.png)",
         "",
