@@ -7,13 +7,8 @@ from collections.abc import Iterable, Mapping
 import numpy as np
 import tensorflow_model_optimization as tfmot
 from absl import logging
-from tensorflow_model_optimization.python.core.clustering.keras import (
-    cluster_wrapper as _cluster_wrapper,
-)
-from tensorflow_model_optimization.python.core.clustering.keras import (
-    clustering_registry as _clustering_registry,
-)
 
+from kcompress import _tfmot
 from kcompress._keras import check_model, keras
 
 _TFMOT = tfmot.clustering.keras
@@ -38,7 +33,7 @@ def _copy(model):
 def is_clustered(model) -> bool:
     """True when ``model`` (or a nested model) holds TFMOT clustering wrappers."""
     for layer in model.layers:
-        if isinstance(layer, _cluster_wrapper.ClusterWeights):
+        if isinstance(layer, _tfmot.ClusterWeights):
             return True
         if isinstance(layer, keras.Model) and is_clustered(layer):
             return True
@@ -51,7 +46,7 @@ def _clusterable(layer) -> bool:
         return False
     if isinstance(layer, _TFMOT.ClusterableLayer):
         return True
-    registry = _clustering_registry.ClusteringRegistry
+    registry = _tfmot.ClusteringRegistry
     return bool(registry.supports(layer) and registry._weight_names(layer))  # noqa: SLF001 - TFMOT's table
 
 

@@ -7,8 +7,8 @@ from collections.abc import Iterable
 import numpy as np
 import tensorflow_model_optimization as tfmot
 from absl import logging
-from tensorflow_model_optimization.python.core.sparsity.keras import prunable_layer, prune_registry
 
+from kcompress import _tfmot
 from kcompress._keras import check_model, keras
 from kcompress.pruning.wrapper import DEPTHWISE_KERNELS, PruneLowMagnitude, is_pruning_wrapper
 
@@ -37,12 +37,12 @@ def prunable_weight_names(layer) -> list[str]:
     """Names of the weights magnitude pruning would zero in ``layer`` (empty if none)."""
     if isinstance(layer, keras.Model):
         return []
-    if isinstance(layer, prunable_layer.PrunableLayer):
+    if isinstance(layer, tfmot.sparsity.keras.PrunableLayer):
         return [w.name for w in layer.get_prunable_weights()]
     if type(layer) in DEPTHWISE_KERNELS:
         return list(DEPTHWISE_KERNELS[type(layer)])
-    if prune_registry.PruneRegistry.supports(layer):
-        return list(prune_registry.PruneRegistry._weight_names(layer))  # noqa: SLF001 - TFMOT's registry table
+    if _tfmot.PruneRegistry.supports(layer):
+        return list(_tfmot.PruneRegistry._weight_names(layer))  # noqa: SLF001 - TFMOT's registry table
     return []
 
 
@@ -59,7 +59,7 @@ def _selector(model, layers):
         def choose(layer):
             if prunable_weight_names(layer):
                 return True
-            if layer.weights and not isinstance(layer, keras.Model) and not prune_registry.PruneRegistry.supports(layer):
+            if layer.weights and not isinstance(layer, keras.Model) and not _tfmot.PruneRegistry.supports(layer):
                 logging.warning("Layer %r (%s) has weights but no pruning support; it stays dense.",
                                 layer.name, type(layer).__name__)
             return False
@@ -303,10 +303,10 @@ def _is_quantize_wrapper(layer) -> bool:
 
 
 def _prunable_weights(layer) -> list:
-    if isinstance(layer, prunable_layer.PrunableLayer):
+    if isinstance(layer, tfmot.sparsity.keras.PrunableLayer):
         return list(layer.get_prunable_weights())
     if type(layer) in DEPTHWISE_KERNELS:
         return [getattr(layer, name) for name in DEPTHWISE_KERNELS[type(layer)]]
-    if prune_registry.PruneRegistry.supports(layer):
-        return [getattr(layer, name) for name in prune_registry.PruneRegistry._weight_names(layer)]  # noqa: SLF001
+    if _tfmot.PruneRegistry.supports(layer):
+        return [getattr(layer, name) for name in _tfmot.PruneRegistry._weight_names(layer)]  # noqa: SLF001
     return []

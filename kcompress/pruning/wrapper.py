@@ -9,14 +9,12 @@ plain ``keras.models.load_model``.
 from __future__ import annotations
 
 import tensorflow_model_optimization as tfmot
-from tensorflow_model_optimization.python.core.sparsity.keras import (
-    pruning_wrapper as _tfmot_wrapper,
-)
 
+from kcompress import _tfmot
 from kcompress._keras import keras
 from kcompress.pruning import schedules as _schedules
 
-_TFMOT_WRAPPER = _tfmot_wrapper.PruneLowMagnitude
+_TFMOT_WRAPPER = _tfmot.PruneLowMagnitude
 
 # Kernels TFMOT's registry leaves dense (it prunes no DepthwiseConv weight), which kcompress prunes.
 # A SeparableConv keeps TFMOT's choice, its pointwise kernel only: the wrapper names every mask

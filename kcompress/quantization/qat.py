@@ -8,25 +8,8 @@ from collections.abc import Iterable
 import numpy as np
 import tensorflow_model_optimization as tfmot
 from absl import logging
-from tensorflow_model_optimization.python.core.quantization.keras import (
-    quantize_layer as _quantize_layer,
-)
-from tensorflow_model_optimization.python.core.quantization.keras import (
-    quantize_wrapper as _quantize_wrapper,
-)
-from tensorflow_model_optimization.python.core.quantization.keras.collab_opts.prune_preserve import (
-    prune_preserve_quantize_registry as _pp_registry,
-)
-from tensorflow_model_optimization.python.core.quantization.keras.default_8bit.default_8bit_quantize_configs import (
-    NoOpQuantizeConfig as _NoOpConfig,
-)
-from tensorflow_model_optimization.python.core.quantization.keras.default_8bit.default_8bit_quantize_registry import (
-    Default8BitConvQuantizeConfig as _Default8BitConvConfig,
-)
-from tensorflow_model_optimization.python.core.quantization.keras.default_8bit.default_8bit_quantize_registry import (
-    Default8BitQuantizeConfig as _Default8BitConfig,
-)
 
+from kcompress import _tfmot
 from kcompress._keras import check_model, keras, tf
 
 _qk = tfmot.quantization.keras
@@ -114,7 +97,7 @@ class _CollectingScheme(_qk.QuantizeScheme):
 
 
 @keras.utils.register_keras_serializable(package="kcompress")
-class QuantizeLayer(_quantize_layer.QuantizeLayer):
+class QuantizeLayer(_tfmot.QuantizeLayer):
     """TFMOT's input ``QuantizeLayer``, which also loads from the ``.keras`` format.
 
     TFMOT's ``build`` does not mark the layer built, so the ``.keras`` loader, which builds each
@@ -140,7 +123,7 @@ def _own_variables(layer) -> list:
 
 
 @keras.utils.register_keras_serializable(package="kcompress")
-class QuantizeWrapperV2(_quantize_wrapper.QuantizeWrapperV2):
+class QuantizeWrapperV2(tfmot.quantization.keras.QuantizeWrapperV2):
     """TFMOT's ``QuantizeWrapperV2``, which also loads from the ``.keras`` format.
 
     After ``quantize_apply`` and training, the wrapper's own variables list the wrapped layer's
@@ -173,9 +156,9 @@ def _loadable(qat):
     class of those instances is the only way to save them as kcompress's without cloning the model.
     """
     for layer in qat.submodules:
-        if type(layer) is _quantize_layer.QuantizeLayer:
+        if type(layer) is _tfmot.QuantizeLayer:
             layer.__class__ = QuantizeLayer
-        elif type(layer) is _quantize_wrapper.QuantizeWrapperV2:
+        elif type(layer) is tfmot.quantization.keras.QuantizeWrapperV2:
             layer.__class__ = QuantizeWrapperV2
     return qat
 
@@ -224,7 +207,7 @@ def _masked(inputs):
 
 
 @keras.utils.register_keras_serializable(package="kcompress")
-class SparsityPreservingWeightsQuantizer(_pp_registry.PrunePreserveDefault8BitWeightsQuantizer):
+class SparsityPreservingWeightsQuantizer(_tfmot.PrunePreserveDefault8BitWeightsQuantizer):
     """TFMOT's prune-preserving 8-bit weight quantizer (per-tensor), with a mask that survives saving.
 
     Args:
@@ -241,7 +224,7 @@ class SparsityPreservingWeightsQuantizer(_pp_registry.PrunePreserveDefault8BitWe
 
 
 @keras.utils.register_keras_serializable(package="kcompress")
-class SparsityPreservingConvWeightsQuantizer(_pp_registry.PrunePreserveDefault8BitConvWeightsQuantizer):
+class SparsityPreservingConvWeightsQuantizer(_tfmot.PrunePreserveDefault8BitConvWeightsQuantizer):
     """TFMOT's prune-preserving 8-bit conv weight quantizer (per-channel), with a mask that survives saving."""
 
     def __init__(self, **config):
@@ -262,7 +245,7 @@ def _check_fixed_config(quantizer, config):
 
 
 @keras.utils.register_keras_serializable(package="kcompress")
-class SparsityPreservingQuantizeConfig(_Default8BitConfig):
+class SparsityPreservingQuantizeConfig(_tfmot.Default8BitQuantizeConfig):
     """TFMOT's default 8-bit QuantizeConfig (Dense) whose weight quantizer keeps zeros at zero.
 
     TFMOT's own config does not save which weight quantizer it holds, so a prune-preserving
@@ -275,7 +258,7 @@ class SparsityPreservingQuantizeConfig(_Default8BitConfig):
 
 
 @keras.utils.register_keras_serializable(package="kcompress")
-class SparsityPreservingConvQuantizeConfig(_Default8BitConvConfig):
+class SparsityPreservingConvQuantizeConfig(_tfmot.Default8BitConvQuantizeConfig):
     """TFMOT's 8-bit Conv2D QuantizeConfig (per-channel weights) whose weight quantizer keeps zeros at zero."""
 
     def __init__(self, weight_attrs, activation_attrs, quantize_output):
@@ -299,19 +282,19 @@ def _sparsity_preserving(layer, config):
         return config
     if isinstance(config, (SparsityPreservingConvQuantizeConfig, SparsityPreservingQuantizeConfig)):
         return config
-    if isinstance(config, _NoOpConfig):
+    if isinstance(config, _tfmot.NoOpQuantizeConfig):
         # Per-channel for convolutions, per-tensor for Dense: what TFMOT's registry would give them.
         conv = isinstance(layer, keras.layers.Conv2D) or isinstance(layer, keras.layers.DepthwiseConv2D)
         cls = SparsityPreservingConvQuantizeConfig if conv else SparsityPreservingQuantizeConfig
         return cls(list(_KERNELS[type(layer).__name__]), [], False)
-    if isinstance(config, _Default8BitConvConfig):
+    if isinstance(config, _tfmot.Default8BitConvQuantizeConfig):
         return SparsityPreservingConvQuantizeConfig(config.weight_attrs, config.activation_attrs, config.quantize_output)
-    if type(config) is _Default8BitConfig:
+    if type(config) is _tfmot.Default8BitQuantizeConfig:
         return SparsityPreservingQuantizeConfig(config.weight_attrs, config.activation_attrs, config.quantize_output)
     return None
 
 
-class _SparsityPreservingRegistry(_pp_registry.Default8bitPrunePreserveQuantizeRegistry):
+class _SparsityPreservingRegistry(_tfmot.Default8bitPrunePreserveQuantizeRegistry):
     """TFMOT's prune-preserving registry, handing out configs that save and load as such.
 
     TFMOT's registry leaves DepthwiseConv2D kernels unprotected; this one protects them too.
@@ -406,7 +389,7 @@ def _leaf_layers(model):
 def _unprotected(qat) -> list[str]:
     """Names of layers of ``qat`` holding kernel zeros that QAT's training would not keep at zero."""
     kept = (SparsityPreservingWeightsQuantizer, SparsityPreservingConvWeightsQuantizer,
-            _pp_registry.PrunePreserveDefaultWeightsQuantizer)
+            _tfmot.PrunePreserveDefaultWeightsQuantizer)
     out = []
     for layer in _leaf_layers(qat):
         inner = _inner(layer)
