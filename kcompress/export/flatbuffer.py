@@ -29,7 +29,6 @@ _WEIGHT_INPUTS = {
     "CONV_3D_TRANSPOSE": (1, 3),
     "BATCH_MATMUL": (1,),
 }
-_IDENTIFIER = b"TFL3"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,10 +90,11 @@ def check_flatbuffer(flatbuffer, argname: str = "flatbuffer") -> bytes:
     if not isinstance(flatbuffer, (bytes, bytearray, memoryview)):
         raise TypeError(f"{argname} must be the bytes of a .tflite flatbuffer, got {type(flatbuffer).__name__}.")
     data = bytes(flatbuffer)
-    if len(data) < 8 or data[4:8] != _IDENTIFIER:
+    # The schema's own identifier check ("TFL3" at bytes 4..8; False for a buffer too short to hold it).
+    if not schema.Model.ModelBufferHasIdentifier(data, 0):
         raise ValueError(
-            f"{argname} is not a TFLite flatbuffer (expected the identifier {_IDENTIFIER!r} at bytes 4..8, "
-            f"got {data[4:8]!r} in {len(data)} bytes)."
+            f"{argname} is not a TFLite flatbuffer (expected the TFLite schema's file identifier b'TFL3' at "
+            f"bytes 4..8, got {data[4:8]!r} in {len(data)} bytes)."
         )
     try:
         _litert.Interpreter(model_content=data,
