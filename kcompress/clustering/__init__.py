@@ -16,8 +16,6 @@ from kcompress.clustering.entropy import (
     EntropyReport,
     TensorEntropy,
     entropy_coded_size,
-    huffman_bits,
-    huffman_code_lengths,
     quantize_levels,
 )
 from kcompress.clustering.product import (
@@ -26,12 +24,12 @@ from kcompress.clustering.product import (
     PQStorage,
     ProductQuantized,
     decode,
-    kmeans,
     product_quantize,
 )
 
+# Helpers (kmeans in .product, huffman_bits / huffman_code_lengths in .entropy) stay in their modules.
 __all__ = [
     "ENCODINGS", "INITS", "MAX_CLUSTERS", "MAX_CODEBOOK", "EntropyReport", "PQLayer", "PQStorage",
-    "ProductQuantized", "TensorEntropy", "cluster", "decode", "entropy_coded_size", "huffman_bits",
-    "huffman_code_lengths", "is_clustered", "kmeans", "product_quantize", "quantize_levels", "strip",
+    "ProductQuantized", "TensorEntropy", "cluster", "decode", "entropy_coded_size", "is_clustered",
+    "product_quantize", "quantize_levels", "strip",
 ]

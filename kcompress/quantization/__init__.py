@@ -6,22 +6,16 @@ conversion option: ``kcompress.export.to_tflite(model, mode=...)``.
 
 from kcompress.quantization.qat import (
     SPARSE_THRESHOLD,
-    SparsityPreservingConvQuantizeConfig,
-    SparsityPreservingConvWeightsQuantizer,
-    SparsityPreservingQuantizeConfig,
-    SparsityPreservingWeightsQuantizer,
     kernel_sparsity,
     quantize_aware,
     quantize_scope,
     unsupported_layers,
 )
 
+# The SparsityPreserving* quantizers and configs, which QAT models hold and Keras loads by their
+# registered names, stay in kcompress.quantization.qat: nobody builds them by hand.
 __all__ = [
     "SPARSE_THRESHOLD",
-    "SparsityPreservingConvQuantizeConfig",
-    "SparsityPreservingConvWeightsQuantizer",
-    "SparsityPreservingQuantizeConfig",
-    "SparsityPreservingWeightsQuantizer",
     "kernel_sparsity",
     "quantize_aware",
     "quantize_scope",

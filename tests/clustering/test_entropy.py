@@ -5,6 +5,7 @@ import pytest
 
 import kcompress as kc
 import kcompress.clustering as kcc
+from kcompress.clustering.entropy import huffman_bits, huffman_code_lengths
 
 keras = kc.keras
 
@@ -18,9 +19,9 @@ def _tiny(values):
 
 def test_huffman_code_lengths_by_hand():
     # a:5 b:2 c:1 d:1 -> merge c+d (2), then b+cd (4), then a+bcd: a=1, b=2, c=d=3 bits.
-    assert kcc.huffman_code_lengths({"a": 5, "b": 2, "c": 1, "d": 1}) == {"a": 1, "b": 2, "c": 3, "d": 3}
-    assert kcc.huffman_code_lengths({"x": 7}) == {"x": 1}
-    assert kcc.huffman_bits([3, 3, 3, 3, 3, 1, 1, 2, 4]) == (5 * 1 + 2 * 2 + 3 + 3, 4)
+    assert huffman_code_lengths({"a": 5, "b": 2, "c": 1, "d": 1}) == {"a": 1, "b": 2, "c": 3, "d": 3}
+    assert huffman_code_lengths({"x": 7}) == {"x": 1}
+    assert huffman_bits([3, 3, 3, 3, 3, 1, 1, 2, 4]) == (5 * 1 + 2 * 2 + 3 + 3, 4)
 
 
 class TestHandComputed:

@@ -3,6 +3,7 @@ import pytest
 
 import kcompress as kc
 import kcompress.clustering as kcc
+from kcompress.clustering.product import kmeans
 
 keras = kc.keras
 
@@ -11,13 +12,13 @@ def test_kmeans_is_seeded_and_finds_separated_clusters():
     rng = np.random.default_rng(0)
     centers = np.array([[0, 0], [5, 5], [-5, 5]], float)
     points = np.concatenate([c + 0.1 * rng.normal(size=(50, 2)) for c in centers])
-    c1, a1 = kcc.kmeans(points, 3, seed=1)
-    c2, a2 = kcc.kmeans(points, 3, seed=1)
+    c1, a1 = kmeans(points, 3, seed=1)
+    c2, a2 = kmeans(points, 3, seed=1)
     np.testing.assert_array_equal(c1, c2)
     np.testing.assert_array_equal(a1, a2)
     found = sorted(map(tuple, np.round(c1).astype(int)))
     assert found == [(-5, 5), (0, 0), (5, 5)]
-    assert kcc.kmeans(np.ones((10, 2)), 4)[0].shape == (1, 2)  # no more centroids than distinct points
+    assert kmeans(np.ones((10, 2)), 4)[0].shape == (1, 2)  # no more centroids than distinct points
 
 
 def test_round_trip_is_exact_when_every_subvector_is_a_codeword():

@@ -4,6 +4,7 @@ import tensorflow_model_optimization as tfmot
 
 import kcompress as kc
 from kcompress._keras import tf
+from kcompress.quantization import qat as qat_module
 
 keras = kc.keras
 
@@ -113,7 +114,7 @@ class TestPreserveSparsity:
 
     def test_zeros_survive_qat_by_default_and_shrink_the_sparse_flatbuffer(self, pruned, mnist_small):
         qat = fine_tune(kc.quantization.quantize_aware(pruned), mnist_small, lr=1e-3, n=2048)  # auto: mostly zeros
-        assert isinstance(qat.get_layer("quant_fc1").quantize_config, kc.quantization.SparsityPreservingQuantizeConfig), (
+        assert isinstance(qat.get_layer("quant_fc1").quantize_config, qat_module.SparsityPreservingQuantizeConfig), (
             kc.quantization.kernel_sparsity(pruned), [(type(x).__name__, x.trainable, len(x.trainable_weights)) for x in pruned.layers],
             [(type(x).__name__, type(getattr(x, "quantize_config", None)).__name__) for x in qat.layers])
         dense = kc.export.to_tflite(qat, "int8", verbose=False)
@@ -134,29 +135,29 @@ class TestPreserveSparsity:
     def test_dense_model_gets_plain_qat_by_default(self, fresh_copy):
         qat = kc.quantization.quantize_aware(fresh_copy())
         config = qat.get_layer("quant_fc1").quantize_config
-        assert not isinstance(config.weight_quantizer, kc.quantization.SparsityPreservingWeightsQuantizer)
+        assert not isinstance(config.weight_quantizer, qat_module.SparsityPreservingWeightsQuantizer)
 
     def test_zeros_survive_saving_loading_and_more_training(self, pruned, tmp_path, mnist_small):
         qat = kc.quantization.quantize_aware(pruned, preserve_sparsity=True)
         qat.save(tmp_path / "pqat.h5")
         with kc.quantization.quantize_scope():
             loaded = keras.models.load_model(tmp_path / "pqat.h5")
-        assert isinstance(loaded.get_layer("quant_conv1").quantize_config, kc.quantization.SparsityPreservingConvQuantizeConfig)
+        assert isinstance(loaded.get_layer("quant_conv1").quantize_config, qat_module.SparsityPreservingConvQuantizeConfig)
         x = mnist_small.x_test[:16]
         np.testing.assert_allclose(loaded.predict(x, verbose=0), qat.predict(x, verbose=0), atol=1e-5)
         fine_tune(loaded, mnist_small, lr=1e-3, n=1024)
         assert weight_zero_fraction(kc.export.to_tflite(loaded, "int8", verbose=False)) >= 0.79
 
-    @pytest.mark.parametrize("cls", [kc.quantization.SparsityPreservingQuantizeConfig,
-                                     kc.quantization.SparsityPreservingConvQuantizeConfig])
+    @pytest.mark.parametrize("cls", [qat_module.SparsityPreservingQuantizeConfig,
+                                     qat_module.SparsityPreservingConvQuantizeConfig])
     def test_config_round_trips(self, cls):
         config = cls(["kernel"], ["activation"], False)
         restored = keras.utils.deserialize_keras_object(keras.utils.serialize_keras_object(config))
         assert type(restored) is cls and restored.get_config() == config.get_config()
         assert type(restored.weight_quantizer) is type(config.weight_quantizer)
 
-    @pytest.mark.parametrize("cls", [kc.quantization.SparsityPreservingWeightsQuantizer,
-                                     kc.quantization.SparsityPreservingConvWeightsQuantizer])
+    @pytest.mark.parametrize("cls", [qat_module.SparsityPreservingWeightsQuantizer,
+                                     qat_module.SparsityPreservingConvWeightsQuantizer])
     def test_quantizer_round_trips_and_checks_its_config(self, cls):
         quantizer = cls()
         config = quantizer.get_config()
