@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
-import math
+
+from kcompress.validation import check_fraction, check_int
 
 
 class BudgetError(ValueError):
@@ -14,27 +15,6 @@ class BudgetError(ValueError):
         super().__init__(message)
         self.records = list(records)
         self.best = best
-
-
-def _check_positive(name, value, integer=False):
-    if value is None:
-        return None
-    kinds = (int,) if integer else (int, float)
-    if isinstance(value, bool) or not isinstance(value, kinds):
-        raise TypeError(f"{name} must be a positive {'int' if integer else 'number'} or None, got {value!r}.")
-    if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be a positive {'int' if integer else 'number'} or None, got {value!r}.")
-    return value
-
-
-def _check_fraction(name, value, low_open=False):
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number in {'(0' if low_open else '[0'}, 1] or None, got {value!r}.")
-    if not math.isfinite(value) or not (0 < value <= 1 if low_open else 0 <= value <= 1):
-        raise ValueError(f"{name} must be a number in {'(0' if low_open else '[0'}, 1] or None, got {value!r}.")
-    return float(value)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,11 +37,11 @@ class Budget:
     max_arena_bytes: int | None = None
 
     def __post_init__(self):
-        _check_positive("max_bytes", self.max_bytes, integer=True)
-        _check_fraction("max_accuracy_drop", self.max_accuracy_drop)
-        _check_fraction("min_accuracy", self.min_accuracy, low_open=True)
-        _check_positive("max_macs", self.max_macs, integer=True)
-        _check_positive("max_arena_bytes", self.max_arena_bytes, integer=True)
+        check_int("max_bytes", self.max_bytes, minimum=1, allow_none=True)
+        check_fraction("max_accuracy_drop", self.max_accuracy_drop, allow_none=True)
+        check_fraction("min_accuracy", self.min_accuracy, low_open=True, allow_none=True)
+        check_int("max_macs", self.max_macs, minimum=1, allow_none=True)
+        check_int("max_arena_bytes", self.max_arena_bytes, minimum=1, allow_none=True)
         if all(v is None for v in dataclasses.asdict(self).values()):
             raise ValueError(
                 "give at least one budget: max_bytes, max_accuracy_drop, min_accuracy, max_macs or max_arena_bytes "

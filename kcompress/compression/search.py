@@ -43,6 +43,13 @@ from kcompress.compression.budget import Budget, BudgetError
 from kcompress.data import Dataset
 from kcompress.pruning.sensitivity import accuracy as _accuracy
 from kcompress.reporting.tables import _json_default
+from kcompress.validation import (
+    check_bool,
+    check_fraction,
+    check_int,
+    check_number,
+    check_temperature,
+)
 
 _STATE = "compress_state.json"
 _VERSION = 1
@@ -553,26 +560,6 @@ def _next_finish(accuracies, finished, lo, hi, floor, prior_gain, tolerance):
     return None
 
 
-def _check_int(name, value, minimum, allow_none=False):
-    if allow_none and value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an int >= {minimum}{' or None' if allow_none else ''}, got {value!r}.")
-    if value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}{' or None' if allow_none else ''}, got {value!r}.")
-    return int(value)
-
-
-def _check_float(name, value, low, high, allow_none=False, low_open=True):
-    if allow_none and value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise TypeError(f"{name} must be a number, got {value!r}.")
-    if not ((low < value) if low_open else (low <= value)) or not value <= high:
-        raise ValueError(f"{name} must be in {'(' if low_open else '['}{low}, {high}], got {value!r}.")
-    return float(value)
-
-
 def compress(model, dataset: Dataset, max_bytes: int | None = None, max_accuracy_drop: float | None = None,
              min_accuracy: float | None = None, max_macs: int | None = None, max_arena_bytes: int | None = None,
              recovery_epochs: int = 12, step_epochs: int = 1, qat_epochs: int = 2, output_dir: str | None = None,
@@ -643,27 +630,25 @@ def compress(model, dataset: Dataset, max_bytes: int | None = None, max_accuracy
                     max_macs=max_macs, max_arena_bytes=max_arena_bytes)
     teacher = model if teacher is None else check_model(teacher, "teacher")
     opts = {
-        "recovery_epochs": _check_int("recovery_epochs", recovery_epochs, 1),
-        "step_epochs": _check_int("step_epochs", step_epochs, 1),
-        "qat_epochs": _check_int("qat_epochs", qat_epochs, 0),
-        "seed": _check_int("seed", seed, 0),
-        "max_trials": _check_int("max_trials", max_trials, 1, allow_none=True),
-        "time_limit": _check_float("time_limit", time_limit, 0, float("inf"), allow_none=True),
-        "step_fraction": _check_float("step_fraction", step_fraction, 0, 0.9),
-        "temperature": _check_float("temperature", temperature, 0, float("inf")),
-        "alpha": _check_float("alpha", alpha, 0, 1, low_open=False),
-        "batch_size": _check_int("batch_size", batch_size, 1),
-        "learning_rate": _check_float("learning_rate", learning_rate, 0, float("inf")),
-        "qat_learning_rate": _check_float("qat_learning_rate", qat_learning_rate, 0, float("inf")),
-        "low_rank": low_rank, "low_rank_min_params": 4096,
-        "min_channels": _check_int("min_channels", min_channels, 1),
-        "max_steps": _check_int("max_steps", max_steps, 1),
-        "explore_margin": _check_float("explore_margin", explore_margin, 0, 1, low_open=False),
-        "calibration_samples": _check_int("calibration_samples", calibration_samples, 1),
+        "recovery_epochs": check_int("recovery_epochs", recovery_epochs, 1),
+        "step_epochs": check_int("step_epochs", step_epochs, 1),
+        "qat_epochs": check_int("qat_epochs", qat_epochs, 0),
+        "seed": check_int("seed", seed, 0),
+        "max_trials": check_int("max_trials", max_trials, 1, allow_none=True),
+        "time_limit": check_number("time_limit", time_limit, 0, low_open=True, allow_none=True),
+        "step_fraction": check_number("step_fraction", step_fraction, 0, 0.9, low_open=True),
+        "temperature": check_temperature(temperature),
+        "alpha": check_fraction("alpha", alpha),
+        "batch_size": check_int("batch_size", batch_size, 1),
+        "learning_rate": check_number("learning_rate", learning_rate, 0, low_open=True),
+        "qat_learning_rate": check_number("qat_learning_rate", qat_learning_rate, 0, low_open=True),
+        "low_rank": check_bool("low_rank", low_rank), "low_rank_min_params": 4096,
+        "min_channels": check_int("min_channels", min_channels, 1),
+        "max_steps": check_int("max_steps", max_steps, 1),
+        "explore_margin": check_fraction("explore_margin", explore_margin),
+        "calibration_samples": check_int("calibration_samples", calibration_samples, 1),
         "proposal_samples": 3000, "max_group_cut": 0.5, "max_finishes": 5,
     }
-    if not isinstance(low_rank, bool):
-        raise TypeError(f"low_rank must be a bool, got {low_rank!r}.")
     if output_dir is not None:
         if not isinstance(output_dir, (str, os.PathLike)) or not os.fspath(output_dir):
             raise TypeError(f"output_dir must be a folder path or None, got {output_dir!r}.")

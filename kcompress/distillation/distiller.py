@@ -19,12 +19,12 @@ has known defects, each avoided here and covered by a test:
 from __future__ import annotations
 
 import copy
-import math
 
 from absl import logging
 
 from kcompress._keras import check_model, keras, tf
-from kcompress.distillation.losses import check_temperature, soft_target_loss
+from kcompress.distillation.losses import soft_target_loss
+from kcompress.validation import check_fraction, check_temperature
 
 __all__ = ["Distiller"]
 
@@ -32,11 +32,8 @@ _PROBABILITY_FLOOR = 1e-30  # log of a probability that underflowed to 0 in floa
 
 
 def _check_alpha(alpha) -> float:
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not (
-        math.isfinite(alpha) and 0.0 <= alpha <= 1.0
-    ):
-        raise ValueError(f"alpha must be a number in [0, 1] (the weight of the hard-label loss), got {alpha!r}.")
-    return float(alpha)
+    """The hard-label loss weight: a number in [0, 1]."""
+    return check_fraction("alpha", alpha)
 
 
 def _unwrap(layer):

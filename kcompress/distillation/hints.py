@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import math
-
 from kcompress._keras import keras, tf
 from kcompress.distillation.distiller import Distiller, _unwrap
 from kcompress.distillation.losses import hint_loss
+from kcompress.validation import check_number
 
 __all__ = ["HintDistiller"]
 
@@ -14,11 +13,7 @@ _REGRESSORS = ("auto", "learned", "identity")
 
 
 def _check_hint_weight(hint_weight) -> float:
-    if isinstance(hint_weight, bool) or not isinstance(hint_weight, (int, float)) or not (
-        math.isfinite(hint_weight) and hint_weight >= 0
-    ):
-        raise ValueError(f"hint_weight must be a finite number >= 0, got {hint_weight!r}.")
-    return float(hint_weight)
+    return check_number("hint_weight", hint_weight, 0)
 
 
 def _feature_model(model, layer_name, argname):

@@ -7,20 +7,10 @@ batch size; a loss that arrives already averaged can do neither correctly.
 
 from __future__ import annotations
 
-import math
-
 from kcompress._keras import tf
+from kcompress.validation import check_temperature
 
 __all__ = ["check_temperature", "hint_loss", "soft_target_loss"]
-
-
-def check_temperature(temperature) -> float:
-    """Returns ``temperature`` as a float after checking that it is a finite number > 0."""
-    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not (
-        math.isfinite(temperature) and temperature > 0
-    ):
-        raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}.")
-    return float(temperature)
 
 
 def soft_target_loss(teacher_logits, student_logits, temperature: float = 3.0):

@@ -6,18 +6,19 @@ import kcompress as kc
 
 
 @pytest.mark.parametrize("kwargs, error, message", [
-    ({"max_bytes": -5}, ValueError, "max_bytes must be a positive int or None, got -5"),
-    ({"max_bytes": 0}, ValueError, "max_bytes must be a positive int or None, got 0"),
-    ({"max_bytes": "16k"}, TypeError, "max_bytes must be a positive int or None, got '16k'"),
-    ({"max_bytes": 1.5e4}, TypeError, "max_bytes must be a positive int"),
-    ({"max_bytes": True}, TypeError, "max_bytes must be a positive int"),
-    ({"max_accuracy_drop": -0.1}, ValueError, r"max_accuracy_drop must be a number in \[0, 1\] or None, got -0.1"),
-    ({"max_accuracy_drop": 2}, ValueError, r"max_accuracy_drop must be a number in \[0, 1\]"),
-    ({"max_accuracy_drop": "0.2"}, TypeError, "max_accuracy_drop must be a number"),
-    ({"min_accuracy": 0}, ValueError, r"min_accuracy must be a number in \(0, 1\]"),
-    ({"min_accuracy": float("nan")}, ValueError, "min_accuracy must be a number"),
-    ({"max_macs": -1}, ValueError, "max_macs must be a positive int"),
-    ({"max_arena_bytes": 0}, ValueError, "max_arena_bytes must be a positive int"),
+    ({"max_bytes": -5}, ValueError, "max_bytes must be an int >= 1 or None, got -5"),
+    ({"max_bytes": 0}, ValueError, "max_bytes must be an int >= 1 or None, got 0"),
+    ({"max_bytes": "16k"}, TypeError, "max_bytes must be an int >= 1 or None, got '16k'"),
+    ({"max_bytes": 1.5e4}, TypeError, "max_bytes must be an int >= 1"),
+    ({"max_bytes": True}, TypeError, "max_bytes must be an int >= 1"),
+    ({"max_accuracy_drop": -0.1}, ValueError,
+     r"max_accuracy_drop must be a finite number in \[0, 1\] or None, got -0.1"),
+    ({"max_accuracy_drop": 2}, ValueError, r"max_accuracy_drop must be a finite number in \[0, 1\]"),
+    ({"max_accuracy_drop": "0.2"}, TypeError, "max_accuracy_drop must be a finite number"),
+    ({"min_accuracy": 0}, ValueError, r"min_accuracy must be a finite number in \(0, 1\]"),
+    ({"min_accuracy": float("nan")}, ValueError, "min_accuracy must be a finite number"),
+    ({"max_macs": -1}, ValueError, "max_macs must be an int >= 1"),
+    ({"max_arena_bytes": 0}, ValueError, "max_arena_bytes must be an int >= 1"),
     ({}, ValueError, "give at least one budget"),
 ])
 def test_bad_budgets(kwargs, error, message):
@@ -38,13 +39,13 @@ def test_floor_and_size_checks():
 def test_compress_checks_budget_and_arguments_before_any_work(trained_lenet, mnist_small, tmp_path):
     with pytest.raises(ValueError, match="give at least one budget"):
         kc.compress(trained_lenet, mnist_small)
-    with pytest.raises(ValueError, match="max_bytes must be a positive int or None, got -1"):
+    with pytest.raises(ValueError, match="max_bytes must be an int >= 1 or None, got -1"):
         kc.compress(trained_lenet, mnist_small, max_bytes=-1)
     with pytest.raises(TypeError, match="dataset must be a kcompress.data.Dataset"):
         kc.compress(trained_lenet, (mnist_small.x_train, mnist_small.y_train), max_bytes=10_000)
     with pytest.raises(ValueError, match="recovery_epochs must be an int >= 1, got 0"):
         kc.compress(trained_lenet, mnist_small, max_bytes=10_000, recovery_epochs=0)
-    with pytest.raises(ValueError, match=r"step_fraction must be in \(0, 0.9\], got 1.5"):
+    with pytest.raises(ValueError, match=r"step_fraction must be a finite number in \(0, 0.9\], got 1.5"):
         kc.compress(trained_lenet, mnist_small, max_bytes=10_000, step_fraction=1.5)
     blocker = tmp_path / "a_file"
     blocker.write_text("not a folder")

@@ -149,10 +149,11 @@ def _small_pair(seed=0):
 
 
 class TestBadInput:
-    @pytest.mark.parametrize("temperature", [0, -2.0, float("nan"), "6"])
-    def test_temperature(self, temperature):
+    @pytest.mark.parametrize("temperature, error", [(0, ValueError), (-2.0, ValueError), (float("nan"), ValueError),
+                                                    ("6", TypeError)])
+    def test_temperature(self, temperature, error):
         d = Distiller(*_small_pair())
-        with pytest.raises(ValueError, match=f"temperature must be a finite number > 0, got {temperature!r}"):
+        with pytest.raises(error, match=f"temperature must be a finite number > 0, got {temperature!r}"):
             d.compile(temperature=temperature)
 
     def test_none_keeps_alpha_and_temperature(self):
@@ -161,10 +162,11 @@ class TestBadInput:
         d.compile()  # what a SavedModel does when it restores compile()
         assert (d.alpha, d.temperature) == (0.4, 5.0)
 
-    @pytest.mark.parametrize("alpha", [-0.1, 1.5, float("nan"), True, "0.5"])
-    def test_alpha(self, alpha):
+    @pytest.mark.parametrize("alpha, error", [(-0.1, ValueError), (1.5, ValueError), (float("nan"), ValueError),
+                                              (True, TypeError), ("0.5", TypeError)])
+    def test_alpha(self, alpha, error):
         d = Distiller(*_small_pair())
-        with pytest.raises(ValueError, match=r"alpha must be a number in \[0, 1\]"):
+        with pytest.raises(error, match=r"alpha must be a finite number in \[0, 1\]"):
             d.compile(alpha=alpha)
 
     def test_output_shapes_differ(self):

@@ -1,0 +1,152 @@
+"""One rule per argument: the checks kcompress's public functions share.
+
+Every check names the argument, the value it got and what is allowed, and keeps
+one convention: ``TypeError`` for a value of the wrong type (a string where a
+number goes, a bool where an int goes), ``ValueError`` for a value of the right
+type outside what is allowed (a negative epoch count, ``nan``, an unknown choice).
+Each returns the value normalised (``int``, ``float``), so callers write
+``epochs = check_int("epochs", epochs, minimum=1)``.
+
+The same quantity gets the same limits everywhere; the shared ones are here too
+(:func:`check_temperature`, :func:`check_fraction`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+import numpy as np
+
+__all__ = ["check_bool", "check_choice", "check_fraction", "check_int", "check_number", "check_temperature",
+           "resolve_layers"]
+
+
+def _allowed_range(kind, minimum, maximum, low_open=False, high_open=False) -> str:
+    if minimum is not None and maximum is not None:
+        return f"{kind} in {'(' if low_open else '['}{minimum:g}, {maximum:g}{')' if high_open else ']'}"
+    if minimum is not None:
+        return f"{kind} {'>' if low_open else '>='} {minimum:g}"
+    if maximum is not None:
+        return f"{kind} {'<' if high_open else '<='} {maximum:g}"
+    return kind
+
+
+def check_int(name: str, value, minimum: int | None = None, maximum: int | None = None, allow_none: bool = False):
+    """``value`` as an ``int`` within ``[minimum, maximum]`` (``None`` passes with ``allow_none``).
+
+    Raises:
+        TypeError: not an int (bools and floats included, even ``2.0``).
+        ValueError: outside the range.
+    """
+    if allow_none and value is None:
+        return None
+    allowed = _allowed_range("an int", minimum, maximum) + (" or None" if allow_none else "")
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be {allowed}, got {value!r}.")
+    if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+        raise ValueError(f"{name} must be {allowed}, got {value!r}.")
+    return int(value)
+
+
+def check_number(name: str, value, minimum: float | None = None, maximum: float | None = None, *,
+                 low_open: bool = False, high_open: bool = False, allow_none: bool = False):
+    """``value`` as a finite ``float`` within the range (open ends with ``low_open`` / ``high_open``).
+
+    Raises:
+        TypeError: not a real number (bools and strings included).
+        ValueError: ``nan`` or infinite, or outside the range.
+    """
+    if allow_none and value is None:
+        return None
+    allowed = "a finite " + _allowed_range("number", minimum, maximum, low_open, high_open) + (
+        " or None" if allow_none else "")
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{name} must be {allowed}, got {value!r}.")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be {allowed}, got {value!r}.")
+    if minimum is not None and (value <= minimum if low_open else value < minimum):
+        raise ValueError(f"{name} must be {allowed}, got {value!r}.")
+    if maximum is not None and (value >= maximum if high_open else value > maximum):
+        raise ValueError(f"{name} must be {allowed}, got {value!r}.")
+    return value
+
+
+def check_fraction(name: str, value, *, low_open: bool = False, high_open: bool = False, allow_none: bool = False):
+    """A number in ``[0, 1]`` (ends open as asked): accuracies, ratios, sparsities, loss weights."""
+    return check_number(name, value, 0.0, 1.0, low_open=low_open, high_open=high_open, allow_none=allow_none)
+
+
+def check_temperature(value, name: str = "temperature") -> float:
+    """A distillation softmax temperature: a finite number > 0 (the Distiller, the loss and the stage alike)."""
+    return check_number(name, value, 0.0, low_open=True)
+
+
+def check_bool(name: str, value) -> bool:
+    """``value`` when it is a bool (numpy's too); 0 / 1 / strings are refused with ``TypeError``."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {value!r}.")
+    return bool(value)
+
+
+def check_choice(name: str, value, choices):
+    """``value`` when it is one of ``choices``.
+
+    Raises:
+        TypeError: ``value`` is not of the choices' type (e.g. an int where names go).
+        ValueError: another value of that type.
+    """
+    choices = tuple(choices)
+    kinds = tuple({type(c) for c in choices})
+    shown = ", ".join(repr(c) for c in choices)
+    if kinds and not isinstance(value, kinds):
+        raise TypeError(f"{name} must be one of {shown}, got {value!r}.")
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {shown}, got {value!r}.")
+    return value
+
+
+def resolve_layers(model, layers, accept=None, what: str = "", argname: str = "layers"):
+    """The layers of ``model`` that ``layers`` names, in model order.
+
+    Args:
+        model: a Keras model (its top-level ``layers``).
+        layers: ``None`` (every layer ``accept`` takes), a layer name, a layer class, or a list
+            of names and classes (a class stands for every layer of that type).
+        accept: ``fn(layer) -> bool``, the layers this caller can work on; ``None`` takes all.
+        what: what ``accept`` takes, for the error message (e.g. ``"Dense and Conv2D layers"``).
+        argname: the argument's name in messages.
+
+    Returns:
+        ``(chosen layers, explicit)``: ``explicit`` is False when ``layers`` was ``None``.
+
+    Raises:
+        TypeError: an item that is neither a name nor a layer class.
+        ValueError: a name that is not a layer of the model, a named layer ``accept`` refuses, or
+            a class with no (acceptable) layer in the model.
+    """
+    accept = accept or (lambda layer: True)
+    by_name = {layer.name: layer for layer in model.layers}
+    if layers is None:
+        return [layer for layer in model.layers if accept(layer)], False
+    items = [layers] if isinstance(layers, (str, type)) or not isinstance(layers, Iterable) else list(layers)
+    picked = set()
+    for item in items:
+        if isinstance(item, str):
+            if item not in by_name:
+                raise ValueError(f"{argname} names {item!r}, which is not a layer of the model; its layers are "
+                                 f"{sorted(by_name)}.")
+            if not accept(by_name[item]):
+                raise ValueError(f"{argname} names {item!r}, a {type(by_name[item]).__name__}"
+                                 f"{'; this takes ' + what + ' only' if what else ', which this cannot work on'}.")
+            picked.add(item)
+        elif isinstance(item, type):
+            found = [layer.name for layer in model.layers if isinstance(layer, item) and accept(layer)]
+            if not found:
+                raise ValueError(f"{argname} names the class {item.__name__}, but the model has no "
+                                 f"{'such layer' if not what else item.__name__ + ' among its ' + what}.")
+            picked.update(found)
+        else:
+            raise TypeError(f"{argname} must hold layer names (str) or layer classes, got {item!r}.")
+    return [layer for layer in model.layers if layer.name in picked], True
