@@ -90,3 +90,11 @@ def test_resolve_layers_names_classes_and_errors():
         v.resolve_layers(model, kc.keras.layers.BatchNormalization)
     with pytest.raises(TypeError, match="layers must hold layer names .* or layer classes, got 3"):
         v.resolve_layers(model, [3])
+
+
+def test_low_rank_resolves_layers_by_class_and_refuses_what_it_cannot_split():
+    model = kc.models.get("lenet5")
+    result = kc.factorization.low_rank(model, rank=4, layers=kc.keras.layers.Dense)
+    assert {"fc1", "fc2", "logits"} <= set(result.ranks)
+    with pytest.raises(ValueError, match=r"layers names 'pool1', a MaxPooling2D; this takes Dense and Conv2D"):
+        kc.factorization.low_rank(model, rank=4, layers="pool1")

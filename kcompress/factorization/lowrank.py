@@ -5,13 +5,14 @@ from __future__ import annotations
 import copy as _copy
 import dataclasses
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 
 import numpy as np
 from absl import logging
 
 from kcompress._keras import check_model, keras
 from kcompress.evaluation.metrics import keras_macs, keras_params
+from kcompress.validation import resolve_layers
 
 _SUFFIXES = ("_svd_u", "_svd_v")
 
@@ -75,24 +76,8 @@ def _whole_params(layer) -> int:
 
 
 def _check_layers(model, layers):
-    by_name = {layer.name: layer for layer in model.layers}
-    if layers is None:
-        return [layer for layer in model.layers if _is_candidate(layer)], False
-    if isinstance(layers, str) or not isinstance(layers, Iterable):
-        layers = [layers]
-    chosen = []
-    for item in layers:
-        if not isinstance(item, str):
-            raise TypeError(f"layers must hold layer names (str), got {item!r}.")
-        if item not in by_name:
-            raise ValueError(f"layers names {item!r}, which is not a layer of the model; its layers are {sorted(by_name)}.")
-        if not _is_candidate(by_name[item]):
-            raise ValueError(
-                f"layers names {item!r}, a {type(by_name[item]).__name__}; low_rank splits Dense and Conv2D "
-                "(groups=1, channels_last) layers only."
-            )
-        chosen.append(by_name[item])
-    return chosen, True
+    return resolve_layers(model, layers, accept=_is_candidate,
+                          what="Dense and Conv2D (groups=1, channels_last) layers")
 
 
 def _check_rank(rank, layer):
@@ -240,7 +225,7 @@ def low_rank(model, rank=None, energy=None, layers=None, param_ratio=None) -> Lo
         model: a Sequential or Functional tf_keras or Keras 3 model (top-level layers are split).
         rank: see above.
         energy: see above.
-        layers: names of the layers to split (Dense / Conv2D); None for all of them.
+        layers: the layers to split: a name, a layer class, or a list of them (Dense / Conv2D); None for all.
         param_ratio: see above.
 
     Returns:
