@@ -39,7 +39,7 @@ from kcompress.pipeline import (
 FLAGS = flags.FLAGS
 _FLAG_NAMES: list[str] = []
 # Flags that do not change results, so they do not invalidate finished variants.
-_NEUTRAL = {"output_dir", "variants", "latency_rounds", "data_dir"}
+_NEUTRAL = {"output_dir", "variants", "latency_rounds", "data_dir", "compress_recipe"}  # the recipe: in its own row's pipeline
 # The flags the baseline depends on: changing others re-runs variants, not the baseline.
 _BASELINE = ("dataset", "model", "epochs", "batch_size", "learning_rate", "seed", "max_train", "max_test",
              "latency_runs", "robustness_samples")
