@@ -1,20 +1,16 @@
 """compare.py's compressed_budget row: which kc.compress recipe it replays (no training)."""
 
-import importlib.util
 import json
-import pathlib
 
 import pytest
+from experiment_scripts import EXPERIMENTS, load
 
-SCRIPT = pathlib.Path(__file__).resolve().parents[2] / "experiments" / "compare.py"
+SCRIPT = EXPERIMENTS / "compare.py"
 
 
 @pytest.fixture(scope="module")
 def compare():
-    spec = importlib.util.spec_from_file_location("compare_recipe_experiment", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load("compare", "compare_recipe_experiment")
 
 
 def test_auto_takes_the_committed_recipe_of_the_model_and_dataset(compare):

@@ -1,18 +1,12 @@
-import importlib.util
 import json
-import pathlib
 
 import pytest
-
-SCRIPT = pathlib.Path(__file__).resolve().parents[2] / "experiments" / "compress.py"
+from experiment_scripts import load
 
 
 @pytest.fixture(scope="module")
 def script():
-    spec = importlib.util.spec_from_file_location("compress_experiment", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load("compress")
 
 
 @pytest.mark.slow
