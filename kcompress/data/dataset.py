@@ -34,6 +34,21 @@ class Dataset:
         """Shape of one image, ``(height, width, channels)``."""
         return tuple(int(d) for d in self.x_train.shape[1:])
 
+    @property
+    def num_train(self) -> int:
+        """Number of training samples."""
+        return len(self.x_train)
+
+    @property
+    def num_test(self) -> int:
+        """Number of test samples."""
+        return len(self.x_test)
+
+    @property
+    def streams(self) -> bool:
+        """Whether the splits stream from ``tf.data`` (:class:`StreamingDataset`) instead of arrays."""
+        return False
+
     def __repr__(self) -> str:
         return (
             f"Dataset(name={self.name!r}, train={len(self.x_train)}, test={len(self.x_test)}, "
@@ -81,6 +96,14 @@ class Dataset:
         _check_batch_size(batch_size)
         ds = tf.data.Dataset.from_tensor_slices((self.x_test, self.y_test))
         return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+    def test_batches(self, batch_size: int = 256, max_samples: int | None = None):
+        """Yields the test split as ``(images, labels)`` NumPy batches, in order (at most ``max_samples``)."""
+        _check_batch_size(batch_size)
+        n = self.num_test if max_samples is None else min(self.num_test, max_samples)
+        for start in range(0, n, batch_size):
+            stop = min(n, start + batch_size)
+            yield self.x_test[start:stop], self.y_test[start:stop]
 
 
 def _check_batch_size(batch_size) -> None:

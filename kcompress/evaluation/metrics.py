@@ -178,16 +178,42 @@ def keras_params(model) -> tuple[int, int]:
     return params, nonzero
 
 
-def _check_dataset(dataset, max_samples):
+def _check_samples(dataset, max_samples) -> int:
+    """Checks ``dataset`` and ``max_samples``; returns how many test samples are evaluated."""
     if not isinstance(dataset, Dataset):
         raise TypeError(f"dataset must be a kcompress.data.Dataset (from kcompress.data.load), got {type(dataset).__name__}.")
-    n = len(dataset.x_test)
-    if n == 0:
-        raise ValueError(f"dataset {dataset.name!r} has an empty test split; evaluation needs test images.")
     if max_samples is not None and (isinstance(max_samples, bool) or not isinstance(max_samples, int) or not 1 <= max_samples):
         raise ValueError(f"max_samples must be None or a positive int, got {max_samples!r}.")
-    n = min(n, max_samples) if max_samples else n
+    n = dataset.num_test
+    if n == 0:
+        raise ValueError(f"dataset {dataset.name!r} has an empty test split; evaluation needs test images.")
+    return min(n, max_samples) if max_samples else n
+
+
+def _check_dataset(dataset, max_samples):
+    """The first ``max_samples`` test images and labels as arrays (an in-memory dataset only)."""
+    n = _check_samples(dataset, max_samples)
     return dataset.x_test[:n], dataset.y_test[:n]
+
+
+def keras_logits(model, batch_size: int = 256):
+    """A function ``x -> logits`` (NumPy) running ``model`` on this process, batch by batch.
+
+    Unlike ``model.predict`` it never distributes the call: under
+    ``MultiWorkerMirroredStrategy`` every worker evaluates the whole test set by itself
+    (cheap next to training) instead of gathering predictions across workers.
+    """
+    fn = tf.function(lambda t: model(t, training=False), reduce_retracing=True)
+
+    def predict(x):
+        outs = []
+        for start in range(0, len(x), batch_size):
+            out = fn(tf.constant(x[start:start + batch_size]))
+            out = out[0] if isinstance(out, (list, tuple)) else out
+            outs.append(np.reshape(out.numpy(), (len(out), -1)))
+        return np.concatenate(outs) if outs else np.zeros((0, 0), np.float32)
+
+    return predict
 
 
 def _median_ms(fn, runs: int, warmup: int = 10) -> float:
@@ -232,67 +258,79 @@ def evaluate(model_or_flatbuffer, dataset: Dataset, *, max_samples: int | None =
         >>> r = evaluate(to_tflite(model, "int8", representative_data=ds), ds)
         >>> r["accuracy"], r["size_bytes"], r["latency_ms"]
     """
-    x, y = _check_dataset(dataset, max_samples)
+    _check_samples(dataset, max_samples)
     if isinstance(latency_runs, bool) or not isinstance(latency_runs, int) or latency_runs < 1:
         raise ValueError(f"latency_runs must be a positive int, got {latency_runs!r}.")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}.")
+    batches = dataset.test_batches(batch_size, max_samples)  # a streaming dataset is read batch by batch
     if isinstance(model_or_flatbuffer, (bytes, bytearray, memoryview)):
-        return _evaluate_flatbuffer(bytes(model_or_flatbuffer), x, y, latency_runs, num_threads, op_resolver)
+        return _evaluate_flatbuffer(bytes(model_or_flatbuffer), batches, latency_runs, num_threads, op_resolver)
     model = check_model(model_or_flatbuffer, "model_or_flatbuffer")
-    return _evaluate_keras(model, x, y, latency_runs, batch_size)
+    return _evaluate_keras(model, batches, latency_runs, batch_size)
 
 
-def _evaluate_flatbuffer(flatbuffer, x, y, latency_runs, num_threads, op_resolver) -> dict:
+def _accuracy_pass(predict, batches):
+    """(correct, count, seconds, first sample) over ``(x, y)`` batches."""
+    correct = count = 0
+    first, elapsed = None, 0.0
+    for x, y in batches:
+        if first is None:
+            first = x[:1]
+        t0 = time.perf_counter()
+        logits = predict(x)
+        elapsed += time.perf_counter() - t0
+        correct += int(np.sum(np.argmax(np.reshape(logits, (len(x), -1)), axis=-1) == y))
+        count += len(x)
+    return correct, count, elapsed, first
+
+
+def _evaluate_flatbuffer(flatbuffer, batches, latency_runs, num_threads, op_resolver) -> dict:
     info = describe(flatbuffer)
     interp = _litert.make_interpreter(flatbuffer, num_threads=num_threads, op_resolver=op_resolver)
-    t0 = time.perf_counter()
-    logits = _litert.predict(interp, x)
-    elapsed = time.perf_counter() - t0
-    accuracy = float(np.mean(np.argmax(logits.reshape(len(x), -1), axis=-1) == y))
+    correct, n, elapsed, first = _accuracy_pass(lambda x: _litert.predict(interp, x), batches)
+    accuracy = correct / n
 
     single = interp if num_threads == 1 else _litert.make_interpreter(flatbuffer, 1, op_resolver)
     inp = single.get_input_details()[0]
-    sample = _litert.quantize_input(x[:1], inp)
+    sample = _litert.quantize_input(first, inp)
     single.set_tensor(inp["index"], sample)
     latency = _median_ms(single.invoke, latency_runs)
-    logging.info("tflite: accuracy %.4f on %d samples, %d bytes", accuracy, len(x), info.size_bytes)
+    logging.info("tflite: accuracy %.4f on %d samples, %d bytes", accuracy, n, info.size_bytes)
     return {
         "format": "tflite",
         "accuracy": accuracy,
-        "num_samples": int(len(x)),
+        "num_samples": int(n),
         "params": info.params,
         "nonzero_params": info.nonzero_params,
         "size_bytes": info.size_bytes,
         "gzip_bytes": gzip_size(flatbuffer),
         "macs": info.macs,
         "latency_ms": latency,
-        "throughput_sps": float(len(x) / elapsed) if elapsed > 0 else float("inf"),
+        "throughput_sps": float(n / elapsed) if elapsed > 0 else float("inf"),
         "runtime": f"litert:{interp.kcompress_op_resolver}",
     }
 
 
-def _evaluate_keras(model, x, y, latency_runs, batch_size) -> dict:
-    t0 = time.perf_counter()
-    logits = model.predict(x, batch_size=batch_size, verbose=0)
-    elapsed = time.perf_counter() - t0
-    if isinstance(logits, (list, tuple)):
-        logits = logits[0]
-    accuracy = float(np.mean(np.argmax(np.reshape(logits, (len(x), -1)), axis=-1) == y))
+def _evaluate_keras(model, batches, latency_runs, batch_size) -> dict:
+    correct, n, elapsed, first = _accuracy_pass(keras_logits(model, batch_size), batches)
+    accuracy = correct / n
     fn = tf.function(lambda t: model(t, training=False))
-    sample = tf.constant(x[:1])
+    sample = tf.constant(first)
     latency = _median_ms(lambda: fn(sample), latency_runs)
     params, nonzero = keras_params(model)
     flat = to_tflite(model, "float32", verbose=False)
     return {
         "format": "keras",
         "accuracy": accuracy,
-        "num_samples": int(len(x)),
+        "num_samples": int(n),
         "params": params,
         "nonzero_params": nonzero,
         "size_bytes": len(flat),
         "gzip_bytes": gzip_size(flat),
         "macs": keras_macs(model),
         "latency_ms": latency,
-        "throughput_sps": float(len(x) / elapsed) if elapsed > 0 else float("inf"),
+        "throughput_sps": float(n / elapsed) if elapsed > 0 else float("inf"),
         "runtime": "keras",
     }
 
@@ -306,17 +344,27 @@ def agreement(keras_model, flatbuffer, dataset: Dataset, max_samples: int | None
         outputs), ``keras_accuracy``, ``tflite_accuracy``, ``num_samples``.
     """
     keras_model = check_model(keras_model, "keras_model")
-    x, y = _check_dataset(dataset, max_samples)
-    k = np.reshape(keras_model.predict(x, batch_size=256, verbose=0), (len(x), -1))
-    t = np.reshape(_litert.predict(flatbuffer, x), (len(x), -1))
-    if k.shape != t.shape:
-        raise ValueError(f"keras_model outputs {k.shape[1:]} but flatbuffer outputs {t.shape[1:]}.")
-    err = np.abs(k - t)
+    _check_samples(dataset, max_samples)
+    interp = _litert.make_interpreter(flatbuffer)
+    run_keras = keras_logits(keras_model)
+    same = k_right = t_right = n = 0
+    max_err, sum_err, count_err = 0.0, 0.0, 0
+    for x, y in dataset.test_batches(256, max_samples):  # streams when the dataset does
+        k = run_keras(x)
+        t = np.reshape(_litert.predict(interp, x), (len(x), -1))
+        if k.shape != t.shape:
+            raise ValueError(f"keras_model outputs {k.shape[1:]} but flatbuffer outputs {t.shape[1:]}.")
+        err = np.abs(k - t)
+        max_err, sum_err, count_err = max(max_err, float(err.max())), sum_err + float(err.sum()), count_err + err.size
+        same += int(np.sum(np.argmax(k, -1) == np.argmax(t, -1)))
+        k_right += int(np.sum(np.argmax(k, -1) == y))
+        t_right += int(np.sum(np.argmax(t, -1) == y))
+        n += len(x)
     return {
-        "top1_agreement": float(np.mean(np.argmax(k, -1) == np.argmax(t, -1))),
-        "max_logit_error": float(err.max()),
-        "mean_logit_error": float(err.mean()),
-        "keras_accuracy": float(np.mean(np.argmax(k, -1) == y)),
-        "tflite_accuracy": float(np.mean(np.argmax(t, -1) == y)),
-        "num_samples": int(len(x)),
+        "top1_agreement": same / n,
+        "max_logit_error": max_err,
+        "mean_logit_error": sum_err / count_err,
+        "keras_accuracy": k_right / n,
+        "tflite_accuracy": t_right / n,
+        "num_samples": int(n),
     }

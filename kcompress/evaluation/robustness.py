@@ -8,7 +8,7 @@ from absl import logging
 from kcompress._keras import check_model
 from kcompress.data import Dataset
 from kcompress.evaluation import litert as _litert
-from kcompress.evaluation.metrics import _check_dataset
+from kcompress.evaluation.metrics import _check_dataset, _check_samples, keras_logits
 
 PERTURBATIONS = ("gauss", "saltpepper")
 
@@ -81,7 +81,7 @@ def robustness(model_or_flatbuffer, dataset: Dataset, noise=(0.1, 0.2, 0.3), sal
         >>> kc.evaluation.robustness(flat, ds, noise=(0.1, 0.2, 0.3), max_samples=2000)
         {'robust_gauss_0.1': 0.988, 'robust_gauss_0.2': 0.981, ...}
     """
-    x, y = _check_dataset(dataset, max_samples)
+    _check_samples(dataset, max_samples)
     noise = _check_strengths("noise", noise)
     salt_pepper = _check_strengths("salt_pepper", salt_pepper)
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
@@ -92,17 +92,25 @@ def robustness(model_or_flatbuffer, dataset: Dataset, noise=(0.1, 0.2, 0.3), sal
         def predict(inputs):
             return _litert.predict(interp, inputs)
     else:
-        model = check_model(model_or_flatbuffer, "model_or_flatbuffer")
+        predict = keras_logits(check_model(model_or_flatbuffer, "model_or_flatbuffer"), batch_size)
 
-        def predict(inputs):
-            out = model.predict(inputs, batch_size=batch_size, verbose=0)
-            return out[0] if isinstance(out, (list, tuple)) else out
-
-    results = {}
-    for i, (kind, strengths) in enumerate((("gauss", noise), ("saltpepper", salt_pepper))):
-        for j, strength in enumerate(strengths):
-            noisy = perturb(x, kind, strength, seed=seed * 1000 + i * 100 + j)
+    kinds = [(i, j, kind, strength) for i, (kind, strengths) in enumerate((("gauss", noise), ("saltpepper", salt_pepper)))
+             for j, strength in enumerate(strengths)]
+    correct = dict.fromkeys(kinds, 0)
+    n = 0
+    if dataset.streams:
+        # Batch by batch, each batch's noise seeded by its index: the same numbers on every run.
+        batches = enumerate(dataset.test_batches(batch_size, max_samples))
+    else:
+        batches = [(None, _check_dataset(dataset, max_samples))]
+    for b, (x, y) in batches:
+        for key in kinds:
+            i, j, kind, strength = key
+            offset = 0 if b is None else (b + 1) * 1_000_003
+            noisy = perturb(x, kind, strength, seed=seed * 1000 + i * 100 + j + offset)
             logits = np.reshape(predict(noisy), (len(x), -1))
-            results[f"robust_{kind}_{strength:g}"] = float(np.mean(np.argmax(logits, -1) == y))
-    logging.info("robustness on %d samples: %s", len(x), results)
+            correct[key] += int(np.sum(np.argmax(logits, -1) == y))
+        n += len(x)
+    results = {f"robust_{kind}_{strength:g}": correct[(i, j, kind, strength)] / n for i, j, kind, strength in kinds}
+    logging.info("robustness on %d samples: %s", n, results)
     return results

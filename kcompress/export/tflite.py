@@ -53,21 +53,29 @@ def representative_dataset(data, input_shape: tuple[int, ...], limit: int | None
     """
     from kcompress.data import Dataset
 
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise ValueError(f"limit must be None or a positive int, got {limit!r}.")
     if isinstance(data, Dataset):
-        if not len(data.x_train):
+        if not data.num_train:
             raise ValueError(f"representative_data is the Dataset {data.name!r} with an empty training split; "
                              "calibration needs training images (100-500 is typical).")
-        data = data.representative(min(200, len(data.x_train)))
+        # A streaming Dataset reads only these samples.
+        data = data.representative(min(200 if limit is None else limit, data.num_train))
     if callable(data) and not isinstance(data, np.ndarray):
         data = data()
     if isinstance(data, (tf.Tensor, np.ndarray)):
         chunks = [np.asarray(data)]
     elif isinstance(data, Iterable) and not isinstance(data, (str, bytes)):
-        chunks = []
+        # Read only up to ``limit`` samples, so a long stream (a tf.data pipeline) is never held whole.
+        chunks, taken = [], 0
         for item in data:
             if isinstance(item, (tuple, list)) and len(item) in (1, 2) and not np.isscalar(item[0]):
                 item = item[0]  # (x,) or (x, y) batches
-            chunks.append(np.asarray(item))
+            chunk = np.asarray(item)
+            chunks.append(chunk)
+            taken += 1 if tuple(chunk.shape) == tuple(int(d) for d in input_shape) else (len(chunk) if chunk.ndim else 1)
+            if limit is not None and taken >= limit:
+                break
     else:
         raise TypeError(
             f"representative_data must be an array, a kcompress Dataset, an iterable of arrays or a "

@@ -9,7 +9,7 @@ import time
 
 from absl import logging
 
-from kcompress._keras import check_model, keras
+from kcompress._keras import check_model, keras, tf
 from kcompress.data import Dataset
 from kcompress.pipeline.stages import Distill, Stage, State, stage_from_config
 
@@ -186,7 +186,8 @@ class Pipeline:
 
 
     def run(self, dataset: Dataset, model=None, teacher=None, output_dir: str | None = None,
-            strategy=None, verbose: int | None = None, seed: int | None = None) -> PipelineResult:
+            strategy=None, verbose: int | None = None, seed: int | None = None,
+            backup_dir: str | os.PathLike | None = None) -> PipelineResult:
         """Runs every stage in order.
 
         Args:
@@ -194,8 +195,17 @@ class Pipeline:
             model: the starting tf_keras or Keras 3 model; it is copied, never changed.
             teacher: the teacher for Distill stages (default: the model after the last
                 Train stage, or the starting model).
-            output_dir: where flatbuffers are saved (nothing is written when None).
-            strategy: a ``tf.distribute`` strategy to train under.
+            output_dir: where flatbuffers are saved (nothing is written when None). Under
+                ``MultiWorkerMirroredStrategy`` only the chief writes (``kcompress.models.is_chief``);
+                the other workers train, export and evaluate the same model in memory.
+            strategy: a ``tf.distribute`` strategy to train under, e.g.
+                ``kcompress.models.get_strategy("multiworker")``; every worker runs the same
+                pipeline with the same ``seed``.
+            backup_dir: back up every training stage each epoch into ``backup_dir/stageNN_<kind>``
+                (``kcompress.models.BackupAndResume``). A pipeline run again with the same
+                arguments restores the stages that finished (no training) and resumes the one
+                that was interrupted at its last finished epoch. Under multi-worker training it
+                must be a folder every worker reads (the chief writes it).
             verbose: Keras verbosity for training (None: progress bars on a terminal).
             seed: if given, every stage ``i`` starts from ``keras.utils.set_random_seed(seed + i)``,
                 so a run (and a ``kcompress.compress`` recipe) repeats itself.
@@ -212,14 +222,22 @@ class Pipeline:
         model = check_model(model)
         if teacher is not None:
             teacher = check_model(teacher, "teacher")
-        output_dir = _check_output_dir(output_dir)
+        from kcompress.models.training import is_chief
+
+        if strategy is not None and not isinstance(strategy, tf.distribute.Strategy):
+            raise TypeError(f"strategy must be None or a tf.distribute.Strategy, got {type(strategy).__name__}.")
+        if backup_dir is not None and (not isinstance(backup_dir, (str, os.PathLike)) or not os.fspath(backup_dir)):
+            raise TypeError(f"backup_dir must be None or a folder path, got {backup_dir!r}.")
+        # Only the chief writes results; the other workers keep theirs in memory.
+        output_dir = _check_output_dir(output_dir) if is_chief(strategy) else None
         self._check_model(model)
         import contextlib
 
         with strategy.scope() if strategy is not None else contextlib.nullcontext():
             start = _copy(model, self.stages)
         state = State(model=start, dataset=dataset, teacher=teacher if teacher is not None else model,
-                      name=self.name, output_dir=output_dir, strategy=strategy, verbose=verbose)
+                      name=self.name, output_dir=output_dir, strategy=strategy, verbose=verbose,
+                      backup_dir=None if backup_dir is None else os.fspath(backup_dir))
         i, n = 0, len(self.stages)
         while i < n:
             stage = self.stages[i]
@@ -230,6 +248,7 @@ class Pipeline:
             t0 = time.perf_counter()
             if seed is not None:
                 keras.utils.set_random_seed(int(seed) + i)
+            state.stage_index = i
             info = stage.run(state, finetuner=finetuner) or {}
             state.log.append({"stage": label, "seconds": round(time.perf_counter() - t0, 2), **info})
             i += 2 if finetuner else 1

@@ -27,8 +27,12 @@ class State:
         records: evaluation results (``evaluate`` keys plus ``variant`` / ``stage`` / ``flatbuffer``).
         log: one entry per stage: its name, seconds and what it measured.
         name: the pipeline's name, used for files and records.
-        output_dir: where flatbuffers are written (None: kept in memory only).
+        output_dir: where flatbuffers are written (None: kept in memory only; always None on a
+            non-chief worker of a multi-worker cluster, so only the chief writes).
         strategy: an optional ``tf.distribute`` strategy for every training step.
+        backup_dir: where training stages back up every epoch (``BackupAndResume``), one
+            sub-folder per stage; None: no backups.
+        stage_index: the index of the stage running now (names its backup folder).
     """
 
     model: keras.Model
@@ -41,6 +45,8 @@ class State:
     output_dir: str | None = None
     strategy: object = None
     verbose: int | None = None
+    backup_dir: str | None = None
+    stage_index: int = 0
 
 
 def _check_positive_int(name, value, allow_none=False):
@@ -72,6 +78,19 @@ def _scope(state):
     return state.strategy.scope() if state.strategy is not None else contextlib.nullcontext()
 
 
+def _backup_dir(state, stage):
+    """The stage's own backup folder (None without ``backup_dir``)."""
+    if state.backup_dir is None:
+        return None
+    return os.path.join(state.backup_dir, f"stage{state.stage_index:02d}_{stage.kind}")
+
+
+def _resumed(history) -> dict:
+    """``{"resumed_at_epoch": n}`` when ``kcompress.models.fit`` resumed from a backup."""
+    epoch = getattr(history, "resumed_at_epoch", 0)
+    return {"resumed_at_epoch": epoch} if epoch else {}
+
+
 class Stage:
     """Base class: ``run(state)`` transforms the state; ``get_config`` / ``from_config`` round-trip."""
 
@@ -92,14 +111,15 @@ class Stage:
         """Plain fine-tuning, or distillation when a Distill stage follows."""
         if finetuner is not None:
             return finetuner.distill(state, model, epochs=epochs, learning_rate=learning_rate, callbacks=callbacks,
-                                     restore_best=restore_best)
+                                     restore_best=restore_best, owner=self)
         from kcompress.models.training import compile_classifier, fit
 
         with _scope(state):
             compile_classifier(model, learning_rate)
         history = fit(model, state.dataset, epochs=epochs, batch_size=self.batch_size, callbacks=list(callbacks),
-                      verbose=state.verbose, restore_best=restore_best)
-        return {"finetune": "plain", "val_accuracy": history.history.get("val_accuracy", [None])[-1]}
+                      verbose=state.verbose, restore_best=restore_best, backup_dir=_backup_dir(state, self))
+        return {"finetune": "plain", "val_accuracy": history.history.get("val_accuracy", [None])[-1],
+                **_resumed(history)}
 
 
 @dataclasses.dataclass
@@ -128,10 +148,11 @@ class Train(Stage):
         with _scope(state):
             compile_classifier(state.model, self.learning_rate)
         history = fit(state.model, state.dataset, epochs=self.epochs, batch_size=self.batch_size,
-                      verbose=state.verbose, restore_best=self.restore_best)
+                      verbose=state.verbose, restore_best=self.restore_best, backup_dir=_backup_dir(state, self))
         if self.teacher:
             state.teacher = state.model
-        return {"val_accuracy": max(history.history.get("val_accuracy", [0.0]))}
+        accuracies = history.history.get("val_accuracy")  # none when a finished stage was restored
+        return {"val_accuracy": max(accuracies) if accuracies else None, **_resumed(history)}
 
 
 @dataclasses.dataclass
@@ -179,7 +200,7 @@ class Prune(Stage):
     def run(self, state, finetuner=None):
         from kcompress import pruning
 
-        schedule = self.schedule(len(state.dataset.x_train))
+        schedule = self.schedule(state.dataset.num_train)
         with _scope(state):
             wrapped = pruning.prune(state.model, schedule, layers=self.layers)
         info = self._finetune(state, wrapped, self.epochs, self.learning_rate,
@@ -306,9 +327,9 @@ class Distill(Stage):
 
         _check_hint_weight(self.hint_weight)
 
-    def distill(self, state, student, epochs, learning_rate, callbacks=(), restore_best=False):
+    def distill(self, state, student, epochs, learning_rate, callbacks=(), restore_best=False, owner=None):
         from kcompress.distillation import Distiller, HintDistiller
-        from kcompress.models.training import RestoreBest, progress_verbosity
+        from kcompress.models.training import fit
 
         if state.teacher is None:
             raise ValueError("Distill needs a teacher: put a Train stage first or pass teacher= to Pipeline.run.")
@@ -325,14 +346,13 @@ class Distill(Stage):
                 distiller = Distiller(student=student, teacher=state.teacher)
                 distiller.compile(optimizer=optimizer, metrics=["accuracy"], alpha=self.alpha,
                                   temperature=self.temperature)
-        ds = state.dataset
-        history = distiller.fit(ds.x_train, ds.y_train, epochs=epochs, batch_size=self.batch_size,
-                                validation_split=0.1,
-                                callbacks=list(callbacks) + ([RestoreBest("val_accuracy")] if restore_best else []),
-                                verbose=progress_verbosity() if state.verbose is None else state.verbose)
+        # Arrays or a streaming dataset, a backup per stage: the same fit as plain fine-tuning.
+        history = fit(distiller, state.dataset, epochs=epochs, batch_size=self.batch_size, validation_split=0.1,
+                      callbacks=list(callbacks), verbose=state.verbose, restore_best=restore_best,
+                      backup_dir=_backup_dir(state, owner or self))
         hint = f", hint={self.hint} x{self.hint_weight:g}" if self.hint else ""
         return {"finetune": f"distill(T={self.temperature}, alpha={self.alpha}{hint})",
-                "val_accuracy": history.history.get("val_accuracy", [None])[-1]}
+                "val_accuracy": history.history.get("val_accuracy", [None])[-1], **_resumed(history)}
 
     def run(self, state, finetuner=None):
         return self.distill(state, state.model, epochs=self.epochs or 10, learning_rate=self.learning_rate or 1e-3)
@@ -461,7 +481,8 @@ class Export(Stage):
         from kcompress import export
 
         ds = state.dataset
-        data = ds.representative(min(self.calibration_samples, len(ds.x_train))) if self.mode in ("int8", "int16x8") else None
+        # A streaming dataset reads only these samples (through its shuffle buffer).
+        data = ds.representative(min(self.calibration_samples, ds.num_train)) if self.mode in ("int8", "int16x8") else None
         flat = export.to_tflite(state.model, self.mode, representative_data=data, sparse=self.sparse, verbose=False,
                                 slim=self.slim, per_channel=self.per_channel)
         state.flatbuffers[self.label] = flat
