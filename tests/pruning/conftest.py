@@ -15,9 +15,12 @@ def finetune():
     return _finetune
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def pruned80(trained_lenet, mnist_small):
-    """(pruned-and-trained wrapped model, stripped model, history) at constant 80%."""
+    """(pruned-and-trained wrapped model, stripped model, history) at constant 80%. Do not mutate.
+
+    Session-wide: three test modules read it, and each trained its own copy when it was per module.
+    """
     kc.keras.utils.set_random_seed(0)
     pruned = kc.pruning.prune(trained_lenet, kc.pruning.ConstantSparsity(0.8))
     history = _finetune(pruned, mnist_small, epochs=2)
