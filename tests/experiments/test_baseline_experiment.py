@@ -4,13 +4,16 @@ import pathlib
 import subprocess
 import sys
 
+import pytest
+
 SCRIPT = pathlib.Path(__file__).resolve().parents[2] / "experiments" / "baseline.py"
 
 
+@pytest.mark.slow
 def test_baseline_script_writes_every_output(tmp_path):
     out = tmp_path / "run"
     cmd = [sys.executable, str(SCRIPT), "--dataset=mnist", "--model=tiny_cnn", "--epochs=2", "--batch_size=64", "--learning_rate=0.003", "--max_train=3000",
-           "--max_test=500", "--latency_runs=10", "--calibration_samples=50", f"--output_dir={out}"]
+           "--max_test=300", "--latency_runs=2", "--calibration_samples=20", f"--output_dir={out}"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=dict(os.environ))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert {"results.json", "results.csv", "report.md", "flags.json", "model.keras",
@@ -19,13 +22,14 @@ def test_baseline_script_writes_every_output(tmp_path):
     variants = [r["variant"] for r in payload["records"]]
     assert variants == ["keras", "tflite_float32", "tflite_dynamic", "tflite_float16", "tflite_int8"]
     int8 = payload["records"][-1]
-    assert int8["num_samples"] == 500 and 0.8 < int8["accuracy"] <= 1.0
+    assert int8["num_samples"] == 300 and 0.8 < int8["accuracy"] <= 1.0
     assert int8["size_bytes"] == (out / "tiny_cnn_int8.tflite").stat().st_size
     assert payload["flags"]["epochs"] == 2 and payload["flags"]["model"] == "tiny_cnn"
     assert "| tflite_int8 |" in (out / "report.md").read_text()
     assert "| tflite_int8 |" in proc.stdout  # the summary table at the end
 
 
+@pytest.mark.slow
 def test_baseline_script_rejects_bad_flags(tmp_path):
     proc = subprocess.run([sys.executable, str(SCRIPT), "--model=alexnet", f"--output_dir={tmp_path}"],
                           capture_output=True, text=True, timeout=300)

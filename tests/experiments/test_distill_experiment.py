@@ -17,12 +17,13 @@ def _module():
     return module
 
 
+@pytest.mark.slow
 def test_distill_script_writes_every_output(tmp_path):
     out = tmp_path / "run"
     cmd = [sys.executable, str(SCRIPT), "--teacher_epochs=1", "--student=tiny_cnn", "--epochs=1", "--batch_size=64",
            "--learning_rate=0.003", "--temperatures=1,4", "--alphas=0.1,0.5", "--alpha_temperature=4", "--seeds=3",
            "--prune_seeds=0", "--prune_epochs=1", "--prune_alphas=0.5", "--prune_temperatures=1,2", "--prune_hint=fc2:fc2",
-           "--prune_hint_weights=0.1", "--max_train=1000", "--max_test=200", "--latency_runs=3",
+           "--prune_hint_weights=0.1", "--max_train=1000", "--max_test=200", "--latency_runs=1",
            f"--output_dir={out}"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=dict(os.environ))
     assert proc.returncode == 0, proc.stderr[-3000:]
