@@ -19,6 +19,7 @@ def test_legacy_keras_flag_is_set():
     assert kc.keras.__version__.startswith("2.")
 
 
+@pytest.mark.slow
 def test_tf_imported_first_still_gives_tf_keras_models():
     env = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
     code = (

@@ -20,6 +20,7 @@ def _pruned(model, fraction=0.8):
     return copy
 
 
+@pytest.mark.slow
 def test_cluster_fine_tune_strip(trained_lenet, mnist_small):
     before = [w.copy() for w in trained_lenet.get_weights()]
     clustered = kcc.cluster(trained_lenet, clusters={"fc1": 8, "conv2": 16})
@@ -38,6 +39,7 @@ def test_cluster_fine_tune_strip(trained_lenet, mnist_small):
     assert kcc.entropy_coded_size(shared).by_layer()["fc1"]["ratio"] > 8  # ~3-bit values
 
 
+@pytest.mark.slow
 def test_sparsity_is_preserved_for_pruned_models(trained_lenet, mnist_small):
     pruned = _pruned(trained_lenet)
     zeros = pruned.get_layer("fc1").kernel.numpy() == 0
@@ -61,6 +63,7 @@ def test_save_load_clustered_model(trained_lenet, tmp_path):
     np.testing.assert_allclose(kcc.strip(loaded)(x), kcc.strip(clustered)(x), atol=1e-5)
 
 
+@pytest.mark.slow
 def test_mirrored_strategy(trained_lenet, mnist_small):
     strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
     with strategy.scope():

@@ -40,6 +40,7 @@ def test_round_trip_is_exact_when_every_subvector_is_a_codeword():
     assert s.total_bytes == 12 + 80 + 24 and s.float32_bytes == 4 * (48 + 6)
 
 
+@pytest.mark.slow
 def test_padding_and_conv_layers(trained_lenet, mnist_small):
     pq = kcc.product_quantize(trained_lenet, subvector=7, codebook_size=256, layers=["conv2", "fc1"])
     conv = pq.layers["conv2"]  # fan-in 5*5*6 = 150 -> 22 sub-vectors of 7, 4 zeros of padding

@@ -53,6 +53,7 @@ def test_compress_checks_budget_and_arguments_before_any_work(trained_lenet, mni
         kc.compress(trained_lenet, mnist_small, max_bytes=10_000, output_dir=str(blocker / "sub"))
 
 
+@pytest.mark.slow
 def test_impossible_budget_ends_quickly_with_the_smallest_size(trained_lenet, mnist_small):
     import time
 

@@ -14,6 +14,7 @@ def _accuracy(model, ds):
     return float(np.mean(np.argmax(model.predict(ds.x_test, verbose=0), -1) == ds.y_test))
 
 
+@pytest.mark.slow
 def test_prune_then_distill_in_one_fit(mnist_small, fresh_copy):
     teacher = fresh_copy()
     student = kc.pruning.prune(fresh_copy(), kc.pruning.ConstantSparsity(0.8, begin_step=0, frequency=20))
@@ -38,6 +39,7 @@ def test_pruned_student_without_the_callback_fails_loudly(mnist_small, fresh_cop
         d.fit(mnist_small.x_train[:64], mnist_small.y_train[:64], epochs=1, verbose=0)
 
 
+@pytest.mark.slow
 def test_qat_then_distill_in_one_fit(mnist_small, fresh_copy):
     # Distillation as the QAT fine-tuning step: the teacher is the float model itself.
     kc.keras.utils.set_random_seed(0)
@@ -71,6 +73,7 @@ def test_compressed_copy_of_the_teacher_is_not_taken_for_a_swap(fresh_copy, capl
     assert "teacher and student may be swapped" in caplog.text
 
 
+@pytest.mark.slow
 def test_sparsity_of_a_distiller_counts_only_the_student(fresh_copy):
     student = kc.pruning.prune(fresh_copy(), kc.pruning.ConstantSparsity(0.8))
     d = kc.distillation.Distiller(student=student, teacher=fresh_copy())

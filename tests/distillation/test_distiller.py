@@ -98,6 +98,7 @@ def test_epoch_logs_average_every_batch_not_the_last_one():
     assert [m.name for m in d.metrics][:3] == ["loss", "student_loss", "distillation_loss"]
 
 
+@pytest.mark.slow
 def test_distills_real_mnist_teacher_frozen_and_logs_consistent(mnist_small, fresh_copy):
     teacher = fresh_copy()
     before = [w.copy() for w in teacher.get_weights()]

@@ -6,6 +6,8 @@ import pytest
 import kcompress as kc
 from kcompress._keras import keras, tf
 
+pytestmark = pytest.mark.slow  # trains a model per test or module fixture (seconds each)
+
 
 def _train(strategy, teacher_weights, ds, sample_weight, hinted=False):
     callbacks = []

@@ -5,6 +5,7 @@ import kcompress as kc
 from kcompress._keras import keras
 
 
+@pytest.mark.slow
 def test_hint_distiller_learns_the_teacher_features(mnist_small, fresh_copy, tmp_path):
     teacher = fresh_copy()
     kc.keras.utils.set_random_seed(0)
@@ -77,6 +78,7 @@ def test_identical_copy_has_zero_hint_and_soft_losses(mnist_small, fresh_copy):
     assert logs["loss"] == pytest.approx(0.5 * logs["student_loss"], rel=1e-5)
 
 
+@pytest.mark.slow
 def test_pruned_copy_recovers_with_identity_hints_in_one_fit(mnist_small, fresh_copy):
     teacher = fresh_copy()
     kc.keras.utils.set_random_seed(0)

@@ -43,6 +43,7 @@ def test_model_checkpoint_resumes_a_distillation(mnist_small, fresh_copy, tmp_pa
     assert resumed.optimizer.iterations.numpy() == 8
 
 
+@pytest.mark.slow
 def test_savedmodel_before_the_first_predict_and_training_after_loading(mnist_small, fresh_copy, tmp_path):
     d = kc.distillation.Distiller(student=kc.models.get("tiny_cnn", seed=0), teacher=fresh_copy())
     d.compile(metrics=["accuracy"], alpha=0.4, temperature=5.0)

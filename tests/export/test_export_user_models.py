@@ -20,6 +20,7 @@ def trained(fashion):
             for name in ("sequential_cnn", "residual_net")}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name, evidence", [("sequential_cnn", "look like raw pixels"),
                                             ("residual_net", "first BatchNormalization")])
 def test_calibration_on_raw_pixels_warns(trained, fashion, name, evidence):
@@ -47,6 +48,7 @@ def test_model_with_its_own_rescaling_is_not_flagged(fashion):
                             verbose=False)
 
 
+@pytest.mark.slow
 def test_subclassed_model_exports_and_evaluates(fashion):
     """Case 7: to_tflite / evaluate crashed with "object of type 'NoneType' has no len()"."""
     model = um.train(um.subclassed(0), fashion, epochs=1)

@@ -7,6 +7,8 @@ import user_models as um
 
 import kcompress as kc
 
+pytestmark = pytest.mark.slow  # trains a model per test or module fixture (seconds each)
+
 
 def _litert_raw(flat, x):
     """LiteRT's outputs in the output tensor's own dtype (int8 for an int8 model), row by row."""

@@ -5,6 +5,8 @@ import pytest
 
 import kcompress as kc
 
+pytestmark = pytest.mark.slow  # trains a model per test or module fixture (seconds each)
+
 
 @pytest.fixture(scope="module")
 def student(mnist_small):

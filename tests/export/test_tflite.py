@@ -32,6 +32,7 @@ def test_every_mode_converts_runs_and_agrees(mode, trained_lenet, mnist_small, c
     assert abs(agree["tflite_accuracy"] - agree["keras_accuracy"]) <= 0.01
 
 
+@pytest.mark.slow
 def test_quantized_modes_are_smaller(trained_lenet, calibration):
     sizes = {m: len(kc.export.to_tflite(trained_lenet, m, representative_data=calibration, verbose=False))
              for m in ("float32", "float16", "int8")}
@@ -48,6 +49,7 @@ def test_uint8_io_and_int16_io(trained_lenet, mnist_small, calibration):
     assert kc.export.describe(flat16).inputs[0].dtype == np.int16
 
 
+@pytest.mark.slow
 def test_representative_data_forms(trained_lenet, mnist_small):
     batches = [mnist_small.x_train[i : i + 25] for i in range(0, 100, 25)]
     pairs = mnist_small.train(batch_size=50).take(2)

@@ -71,6 +71,7 @@ class TestReconstruction:
         np.testing.assert_allclose(r.model(x), truncated(x), atol=1e-4)
 
 
+@pytest.mark.slow
 def test_lenet5_dense_layers_at_half_the_params(trained_lenet, mnist_small):
     before = [w.copy() for w in trained_lenet.get_weights()]
     r = kf.low_rank(trained_lenet, param_ratio=0.5, layers=["fc1", "fc2"])

@@ -115,6 +115,7 @@ print(json.dumps({"class": type(m).__name__, "zeros": float(np.mean(k == 0)), "t
 """
 
 
+@pytest.mark.slow
 def test_pruned_stripped_model_goes_back_to_keras3_and_reloads_without_kcompress(trained_lenet_k3, mnist_small,
                                                                                  images, tmp_path):
     pruned = kc.pruning.prune(trained_lenet_k3, kc.pruning.ConstantSparsity(0.75, begin_step=0))

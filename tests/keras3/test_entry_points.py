@@ -37,6 +37,7 @@ def test_check_model_converts_and_logs_the_argument_name(caplog):
     assert "teacher is a Keras 3 model ('lenet5_k3'); converted it to tf_keras" in caplog.text
 
 
+@pytest.mark.slow
 def test_prune_a_keras3_model_directly(trained_lenet_k3, tiny):
     pruned = kc.pruning.prune(trained_lenet_k3, kc.pruning.ConstantSparsity(0.8, begin_step=0))
     assert _is_tf_keras(pruned) and kc.pruning.is_pruned(pruned)
@@ -145,6 +146,7 @@ def test_hint_distiller_finds_keras3_layer_names(trained_lenet_k3, tiny):
     assert logs["hint_loss"][0] > 0 and np.isfinite(logs["loss"][0])
 
 
+@pytest.mark.slow
 def test_pipeline_run_with_keras3_model_and_teacher(trained_lenet_k3, tiny):
     from kcompress.pipeline import Distill, Evaluate, Export, Pipeline, Prune
 

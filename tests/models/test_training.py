@@ -5,6 +5,7 @@ import kcompress as kc
 from kcompress._keras import tf
 
 
+@pytest.mark.slow
 def test_fit_learns_real_mnist(mnist_small):
     kc.keras.utils.set_random_seed(1)
     model = kc.models.compile_classifier(kc.models.get("tiny_cnn", seed=1), 3e-3)
@@ -13,6 +14,7 @@ def test_fit_learns_real_mnist(mnist_small):
     assert model.evaluate(mnist_small.x_test, mnist_small.y_test, verbose=0)[1] > 0.85
 
 
+@pytest.mark.slow
 def test_training_under_mirrored_strategy_with_two_cpus(mnist_small, mirrored):
     assert len(tf.config.list_logical_devices("CPU")) >= 2
     strategy = mirrored
@@ -48,6 +50,7 @@ def test_compile_rejects_bad_learning_rate():
         kc.models.fit(kc.models.compile_classifier(kc.models.get("tiny_cnn")), np.zeros(3), epochs=1)
 
 
+@pytest.mark.slow
 def test_restore_best_keeps_the_best_validation_epoch(mnist_small):
     kc.keras.utils.set_random_seed(3)
     model = kc.models.compile_classifier(kc.models.get("tiny_cnn", seed=3), 3e-3)

@@ -15,6 +15,7 @@ def test_there_is_a_walkthrough_per_technique_and_the_pipeline():
         assert topic in names
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
 def test_notebook_executes(path, tmp_path, monkeypatch):
     monkeypatch.setenv("KCOMPRESS_NOTEBOOK_FAST", "1")

@@ -24,6 +24,7 @@ def tiny(mnist_small):
     return mnist_small.take(train=1500, test=300)
 
 
+@pytest.mark.slow
 def test_prune_distill_qat_int8_composes(trained_lenet, mnist_small, tmp_path):
     tiny = mnist_small.take(test=300)
     pipeline = Pipeline([Prune(0.8, epochs=2, batch_size=64), Distill(temperature=4, alpha=0.2),
@@ -42,6 +43,7 @@ def test_prune_distill_qat_int8_composes(trained_lenet, mnist_small, tmp_path):
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.slow
 def test_prune_then_distill_with_a_feature_hint(trained_lenet, mnist_small, tmp_path):
     stage = stage_from_config({"stage": "distill", "temperature": 1.0, "alpha": 0.5, "hint": "fc2",
                                "hint_weight": 0.1, "batch_size": 64})
@@ -54,6 +56,7 @@ def test_prune_then_distill_with_a_feature_hint(trained_lenet, mnist_small, tmp_
     assert record["nonzero_params"] <= 0.22 * record["params"] and record["accuracy"] > 0.8
 
 
+@pytest.mark.slow
 def test_train_then_channel_prune_records_keras_and_flatbuffers(tiny):
     model = kc.models.get("lenet5", seed=1)
     pipeline = Pipeline([Train(epochs=1, batch_size=64), PruneChannels(0.5, epochs=1, batch_size=64),
@@ -116,6 +119,7 @@ class TestBadInput:
             Pipeline.load(tmp_path / "r.txt")
 
 
+@pytest.mark.slow
 def test_low_rank_and_cluster_stages_with_entropy_and_robustness(trained_lenet, tiny):
     pipeline = Pipeline([LowRank(param_ratio=0.5, layers=["fc1", "fc2"], epochs=1, batch_size=64),
                          Prune(0.8, epochs=1, batch_size=64), Cluster(clusters=8, epochs=1, batch_size=64),

@@ -6,6 +6,7 @@ import pytest
 import kcompress as kc
 
 
+@pytest.mark.slow
 def test_sparsity_is_in_history_and_csv_logs(finetune, trained_lenet, mnist_small, tmp_path):
     pruned = kc.pruning.prune(trained_lenet, kc.pruning.PolynomialDecay(0.2, 0.6, begin_step=0, end_step=15))
     log = tmp_path / "log.csv"
@@ -18,6 +19,7 @@ def test_sparsity_is_in_history_and_csv_logs(finetune, trained_lenet, mnist_smal
     assert "sparsity/conv1" in rows[0] and "sparsity_overall" in rows[0]
 
 
+@pytest.mark.slow
 def test_warns_once_when_the_schedule_cannot_finish(finetune, trained_lenet, mnist_small):
     pruned = kc.pruning.prune(trained_lenet, kc.pruning.PolynomialDecay(0.2, 0.8, begin_step=0, end_step=1000))
     monitor = kc.pruning.SparsityMonitor()

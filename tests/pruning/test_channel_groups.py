@@ -92,6 +92,7 @@ class TestGroups:
             kc.pruning.prune_channels(keras.Model(inputs, outputs), 0.5, layers=["c1"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("build", [residual_net, depthwise_net])
 @pytest.mark.parametrize("ratio", [0.25, 0.5])
 def test_pruned_net_computes_the_original_with_channels_zeroed(build, ratio):

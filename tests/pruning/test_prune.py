@@ -61,7 +61,7 @@ def test_training_without_the_callback_fails_loudly(finetune, trained_lenet, mni
         finetune(pruned, mnist_small.take(train=128), callbacks=[])
 
 
-@pytest.mark.parametrize("fmt", ["keras", "h5", "savedmodel"])
+@pytest.mark.parametrize("fmt", ["keras", "h5", pytest.param("savedmodel", marks=pytest.mark.slow)])
 def test_pruned_and_stripped_models_reload_without_a_scope(pruned80, tmp_path, fmt, mnist_small):
     pruned, stripped, _ = pruned80
     x = mnist_small.x_test[:32]
@@ -75,6 +75,7 @@ def test_pruned_and_stripped_models_reload_without_a_scope(pruned80, tmp_path, f
             assert wrapper.pruning_schedule.get_config() == pruned.layers[1].pruning_schedule.get_config()
 
 
+@pytest.mark.slow
 def test_m_by_n_structure_and_its_config_survives_saving(finetune, trained_lenet, mnist_small, tmp_path):
     pruned = kc.pruning.prune(trained_lenet, kc.pruning.ConstantSparsity(0.5), layers=["fc1", "fc2"], m_by_n=(2, 4))
     finetune(pruned, mnist_small.take(train=640))
@@ -96,6 +97,7 @@ def test_block_sparsity(finetune, trained_lenet, mnist_small):
     assert (blocks == 0).mean() == pytest.approx(0.75, abs=0.01)
 
 
+@pytest.mark.slow
 def test_pruning_under_mirrored_strategy(trained_lenet, mnist_small, mirrored):
     strategy = mirrored
     with strategy.scope():

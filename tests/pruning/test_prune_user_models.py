@@ -33,7 +33,7 @@ def test_depthwise_and_separable_kernels_are_pruned(pruned_depthwise):
     assert np.count_nonzero(sep.depthwise_kernel.numpy()) == sep.depthwise_kernel.shape.num_elements()  # said in a log
 
 
-@pytest.mark.parametrize("name", ["pruned.keras", "pruned.h5", "pruned_savedmodel"])
+@pytest.mark.parametrize("name", ["pruned.keras", "pruned.h5", pytest.param("pruned_savedmodel", marks=pytest.mark.slow)])
 def test_pruned_depthwise_model_reloads_and_keeps_pruning(pruned_depthwise, mnist_small, tmp_path, name):
     path = tmp_path / name
     pruned_depthwise.save(path)

@@ -15,6 +15,7 @@ class TestConstantSparsity:
         assert events(ConstantSparsity(0.8), 250) == [(1, 0.8), (101, 0.8), (201, 0.8)]
         assert events(ConstantSparsity(0.5, begin_step=10, end_step=40), 60) == [(10, 0.5), (40, 0.5)]
 
+    @pytest.mark.slow
     def test_a_fine_tune_shorter_than_100_steps_prunes(self, finetune, trained_lenet, mnist_small):
         # 1,000 samples / batch 64 = 16 steps: TFMOT's ConstantSparsity never fires, ours does.
         small = mnist_small.take(train=1000)

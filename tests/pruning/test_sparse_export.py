@@ -5,6 +5,7 @@ import pytest
 import kcompress as kc
 
 
+@pytest.mark.slow
 def test_sparse_float32_flatbuffer_is_smaller_and_as_accurate(pruned80, mnist_small):
     _, stripped, _ = pruned80
     dense = kc.export.to_tflite(stripped, "float32", verbose=False)

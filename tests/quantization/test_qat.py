@@ -57,6 +57,7 @@ def small_net(middle):
     return keras.Model(inputs, outputs)
 
 
+@pytest.mark.slow
 class TestQAT:
     @pytest.fixture(scope="class")
     def qat(self, trained_lenet, mnist_small):
@@ -112,6 +113,7 @@ class TestPreserveSparsity:
         assert kc.quantization.kernel_sparsity(pruned) == pytest.approx(0.8, abs=1e-3)
         assert kc.quantization.kernel_sparsity(trained_lenet) < 0.01
 
+    @pytest.mark.slow
     def test_zeros_survive_qat_by_default_and_shrink_the_sparse_flatbuffer(self, pruned, mnist_small):
         qat = fine_tune(kc.quantization.quantize_aware(pruned), mnist_small, lr=1e-3, n=2048)  # auto: mostly zeros
         assert isinstance(qat.get_layer("quant_fc1").quantize_config, qat_module.SparsityPreservingQuantizeConfig), (
@@ -127,6 +129,7 @@ class TestPreserveSparsity:
         agree = kc.evaluation.agreement(qat, dense, mnist_small, max_samples=500)
         assert agree["top1_agreement"] >= 0.99 and agree["tflite_accuracy"] >= 0.9, agree
 
+    @pytest.mark.slow
     def test_plain_qat_lets_zeros_grow_back(self, pruned, mnist_small):
         qat = fine_tune(kc.quantization.quantize_aware(pruned, preserve_sparsity=False), mnist_small, lr=1e-3, n=1024)
         flat = kc.export.to_tflite(qat, "int8", verbose=False)
@@ -137,6 +140,7 @@ class TestPreserveSparsity:
         config = qat.get_layer("quant_fc1").quantize_config
         assert not isinstance(config.weight_quantizer, qat_module.SparsityPreservingWeightsQuantizer)
 
+    @pytest.mark.slow
     def test_zeros_survive_saving_loading_and_more_training(self, pruned, tmp_path, mnist_small):
         qat = kc.quantization.quantize_aware(pruned, preserve_sparsity=True)
         qat.save(tmp_path / "pqat.h5")
@@ -256,6 +260,7 @@ class TestBadArguments:
             kc.quantization.quantize_aware("lenet5.h5")
 
 
+@pytest.mark.slow
 def test_qat_trains_under_mirrored_strategy(trained_lenet, mnist_small):
     # Gradients are reduced through one device, not with collective ops: collective instance keys
     # are handed out per strategy, so collectives of different strategies in one test process can

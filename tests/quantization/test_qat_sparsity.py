@@ -8,6 +8,8 @@ import user_models as um
 
 import kcompress as kc
 
+pytestmark = pytest.mark.slow  # trains a model per test or module fixture (seconds each)
+
 
 @pytest.fixture(scope="module")
 def fashion():
