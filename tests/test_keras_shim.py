@@ -19,6 +19,14 @@ def test_legacy_keras_flag_is_set():
     assert kc.keras.__version__.startswith("2.")
 
 
+def test_the_shims_tensorflow_and_keras_are_public():
+    import tensorflow
+    import tf_keras
+
+    assert kc.tf is tensorflow and kc.keras is tf_keras
+    assert {"tf", "keras"} <= set(kc.__all__)
+
+
 @pytest.mark.slow
 def test_tf_imported_first_still_gives_tf_keras_models():
     env = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
