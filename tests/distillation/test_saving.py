@@ -92,6 +92,7 @@ def test_get_config_from_config_round_trip(distiller):
     assert clone.optimizer.learning_rate.numpy() == pytest.approx(2e-3)
 
 
+@pytest.mark.slow
 def test_pruned_student_distiller_saves_and_loads(mnist_small, fresh_copy, tmp_path):
     student = kc.pruning.prune(kc.models.get("tiny_cnn"), kc.pruning.ConstantSparsity(0.5, begin_step=0))
     d = kc.distillation.Distiller(student=student, teacher=fresh_copy())

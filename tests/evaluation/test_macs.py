@@ -32,7 +32,8 @@ def test_separable_conv_is_counted_by_hand():
     assert _flat_macs(model) == by_hand
 
 
-@pytest.mark.parametrize("name", ["sequential_cnn", "residual_net", "depthwise_net", "softmax_model"])
+@pytest.mark.parametrize("name", ["sequential_cnn", pytest.param("residual_net", marks=pytest.mark.slow), "depthwise_net",
+                                  "softmax_model"])
 def test_user_models_agree_with_the_flatbuffer(name):
     model = um.BUILDERS[name](0)
     assert _no_warnings(kc.evaluation.keras_macs, model) == _flat_macs(model) > 0

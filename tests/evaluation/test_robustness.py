@@ -14,6 +14,7 @@ def test_perturb_is_seeded_clipped_and_strong_enough():
     assert abs(hit.mean() - 0.1) < 0.01 and set(np.unique(sp[hit])) == {0.0, 1.0}
 
 
+@pytest.mark.slow
 def test_keras_and_flatbuffer(trained_lenet, mnist_small):
     keys = {"robust_gauss_0.1", "robust_gauss_0.3", "robust_gauss_0.6", "robust_saltpepper_0.05"}
     r = kc.evaluation.robustness(trained_lenet, mnist_small, noise=(0.1, 0.3, 0.6), max_samples=500)

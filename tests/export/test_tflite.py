@@ -40,6 +40,7 @@ def test_quantized_modes_are_smaller(trained_lenet, calibration):
     assert sizes["float16"] <= 0.55 * sizes["float32"]
 
 
+@pytest.mark.slow
 def test_uint8_io_and_int16_io(trained_lenet, mnist_small, calibration):
     flat = kc.export.to_tflite(trained_lenet, "int8", representative_data=calibration, io_type="uint8", verbose=False)
     info = kc.export.describe(flat)

@@ -28,12 +28,14 @@ def test_warns_once_when_the_schedule_cannot_finish(finetune, trained_lenet, mni
     assert len(monitor.warnings) == 1
 
 
+@pytest.mark.slow
 def test_no_warning_when_the_schedule_fits(finetune, trained_lenet, mnist_small, recwarn):
     pruned = kc.pruning.prune(trained_lenet, kc.pruning.ConstantSparsity(0.5))
     finetune(pruned, mnist_small.take(train=640))
     assert not [w for w in recwarn if "will not be reached" in str(w.message)]
 
 
+@pytest.mark.slow
 def test_tensorboard_summaries(finetune, trained_lenet, mnist_small, tmp_path):
     pruned = kc.pruning.prune(trained_lenet, kc.pruning.ConstantSparsity(0.5))
     finetune(pruned, mnist_small.take(train=256), callbacks=kc.pruning.callbacks(log_dir=str(tmp_path / "tb")))
