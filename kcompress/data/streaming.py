@@ -491,10 +491,8 @@ def from_tfds(name: str, data_dir: str | None = None, shuffle_buffer: int = 10_0
     if not all(shape):
         raise ValueError(f"tfds dataset {name!r} has images of varying shape {shape}; resize them into a "
                          "tf.data pipeline and use kcompress.data.from_tf_data.")
-    splits = {s: s for s in ("train", "test")}
-    if "test" not in info.splits:
-        splits["test"] = "validation"
-    train, test = (builder.as_dataset(split=splits[s], as_supervised=True, shuffle_files=False) for s in ("train", "test"))
-    return StreamingDataset(name, train, test, features["label"].num_classes, shape, None,
-                            info.splits[splits["train"]].num_examples, info.splits[splits["test"]].num_examples,
-                            source=f"tfds:{name}", shuffle_buffer=shuffle_buffer)
+    known = {key: info.splits[key].num_examples for key in info.splits.keys()}  # noqa: SIM118 - a SplitDict
+    test_split = "test" if "test" in known or not known else "validation"
+    train, test = (builder.as_dataset(split=s, as_supervised=True, shuffle_files=False) for s in ("train", test_split))
+    return StreamingDataset(name, train, test, features["label"].num_classes, shape, None, known.get("train"),
+                            known.get(test_split), source=f"tfds:{name}", shuffle_buffer=shuffle_buffer)
