@@ -41,14 +41,25 @@ def define_flags():
     flags.DEFINE_integer("max_test", None, "Evaluate on the first N test samples only (quick runs).")
     flags.DEFINE_integer("latency_runs", 300, "Timed single-sample inferences per variant.", lower_bound=1)
     flags.DEFINE_bool("restore_best", True, "End with the weights of the best validation-accuracy epoch.")
-    flags.DEFINE_enum("strategy", "default", ["default", "mirrored"], "tf.distribute strategy for training.")
+    flags.DEFINE_enum("strategy", "default", list(kc.models.STRATEGIES),
+                      "tf.distribute strategy for training; multiworker reads TF_CONFIG, only the chief writes.")
     _FLAG_NAMES[:] = sorted(set(FLAGS) - before)
 
 
 def run(output_dir: str, dataset: str, model: str, epochs: int, batch_size: int, learning_rate: float,
         validation_split: float, seed: int, data_dir=None, calibration_samples=500, max_train=None,
         max_test=None, latency_runs=300, strategy="default", restore_best=True, flag_values=None) -> list[dict]:
-    """Runs the baseline and writes its outputs; returns the records."""
+    """Runs the baseline and writes its outputs; returns the records.
+
+    Under ``strategy="multiworker"`` every worker runs this; only the chief writes ``output_dir``.
+    """
+    with kc.models.writable_dir(output_dir, kc.models.get_strategy(strategy)) as out:
+        return _run(out, dataset, model, epochs, batch_size, learning_rate, validation_split, seed, data_dir,
+                    calibration_samples, max_train, max_test, latency_runs, strategy, restore_best, flag_values)
+
+
+def _run(output_dir, dataset, model, epochs, batch_size, learning_rate, validation_split, seed, data_dir,
+         calibration_samples, max_train, max_test, latency_runs, strategy, restore_best, flag_values):
     kc.keras.utils.set_random_seed(seed)
     ds = kc.data.load(dataset, data_dir=data_dir)
     if max_train or max_test:
@@ -64,7 +75,7 @@ def run(output_dir: str, dataset: str, model: str, epochs: int, batch_size: int,
     net.save(os.path.join(output_dir, "model.keras"))
 
     records = [{"variant": "keras", **kc.evaluation.evaluate(net, ds, latency_runs=latency_runs)}]
-    calibration = ds.representative(min(calibration_samples, len(ds.x_train)), seed=seed)
+    calibration = ds.representative(min(calibration_samples, ds.num_train), seed=seed)
     for mode in ("float32", "dynamic", "float16", "int8"):
         logging.info("Exporting %s", mode)
         flat = kc.export.to_tflite(net, mode, representative_data=calibration if mode == "int8" else None)

@@ -60,6 +60,8 @@ def define_flags():
     flags.DEFINE_string("data_dir", None, "Folder with mnist.npz (else $KCOMPRESS_DATA_DIR, then tfds).")
     flags.DEFINE_integer("max_train", None, "Use only the first N training samples (quick runs).")
     flags.DEFINE_integer("max_test", None, "Evaluate on the first N test samples only (quick runs).")
+    flags.DEFINE_enum("strategy", "default", list(kc.models.STRATEGIES),
+                      "tf.distribute strategy for training; multiworker reads TF_CONFIG, only the chief writes.")
     _FLAG_NAMES[:] = sorted(set(FLAGS) - before)
 
 
@@ -144,6 +146,14 @@ def _one_model(name, ds, out, args) -> list[dict]:
 
 def run(args: dict) -> list[dict]:
     """Runs every model and variant and writes the outputs; returns the records."""
+    # Every worker of a multi-worker cluster runs this: models are built in the strategy's scope,
+    # and only the chief writes args["output_dir"] (the others write into a temporary folder).
+    strategy = kc.models.get_strategy(args.get("strategy", "default"))
+    with kc.models.writable_dir(args["output_dir"], strategy) as out, strategy.scope():
+        return _run({**args, "output_dir": out})
+
+
+def _run(args: dict) -> list[dict]:
     out = args["output_dir"]
     os.makedirs(out, exist_ok=True)
     unknown = [m for m in args["models"] if m not in PRUNE_LAYERS]
@@ -188,6 +198,8 @@ def main(argv):
     del argv
     args = {name: FLAGS[name].value for name in _FLAG_NAMES}
     run(args)
+    if not kc.models.is_chief(kc.models.get_strategy(args["strategy"])):
+        return  # only the chief wrote the report
     with open(os.path.join(args["output_dir"], "report.md")) as f:
         print(f.read())
 

@@ -28,6 +28,7 @@ results.json, results.csv, report.md and flags.json into --output_dir.
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import os
@@ -74,7 +75,8 @@ def define_flags():
     flags.DEFINE_integer("max_train", None, "Use only the first N training samples (quick runs).")
     flags.DEFINE_integer("max_test", None, "Evaluate on the first N test samples only (quick runs).")
     flags.DEFINE_integer("latency_runs", 200, "Timed single-sample inferences per model.", lower_bound=1)
-    flags.DEFINE_enum("strategy", "default", ["default", "mirrored"], "tf.distribute strategy for training.")
+    flags.DEFINE_enum("strategy", "default", list(kc.models.STRATEGIES),
+                      "tf.distribute strategy for training; multiworker reads TF_CONFIG, only the chief writes.")
     _FLAG_NAMES[:] = sorted(set(FLAGS) - before)
 
 
@@ -248,7 +250,19 @@ def _prune_table(rows, seeds):
     return "\n".join(lines) + "\n"
 
 
-def run(output_dir: str, dataset="mnist", teacher="lenet5", teacher_model=None, teacher_epochs=10,
+def run(output_dir: str, *args, **kwargs) -> list[dict]:
+    """Runs the study and writes its outputs; returns the records (arguments as :func:`_run`).
+
+    Under ``strategy="multiworker"`` every worker runs the study; only the chief writes ``output_dir``.
+    """
+    bound = inspect.signature(_run).bind(output_dir, *args, **kwargs)
+    bound.apply_defaults()
+    with kc.models.writable_dir(output_dir, kc.models.get_strategy(bound.arguments["strategy"])) as out:
+        bound.arguments["output_dir"] = out
+        return _run(*bound.args, **bound.kwargs)
+
+
+def _run(output_dir: str, dataset="mnist", teacher="lenet5", teacher_model=None, teacher_epochs=10,
         student="mlp_tiny", epochs=40, batch_size=256, learning_rate=1e-3, temperatures=(1, 2, 4, 6, 8, 10),
         alphas=(0.1, 0.5), alpha_temperature=4.0, seeds=(0, 1, 2), validation_split=0.1, prune_sparsity=0.8,
         prune_epochs=4, prune_seeds=(0, 1, 2, 3, 4), prune_alphas=(0.5, 0.9), prune_temperatures=(1, 2),
@@ -474,6 +488,8 @@ def main(argv):
         FLAGS.prune_seeds, FLAGS.prune_alphas, FLAGS.prune_temperatures, FLAGS.prune_hint,
         FLAGS.prune_hint_weights, FLAGS.hint, FLAGS.hint_weight,
         FLAGS.data_dir, FLAGS.max_train, FLAGS.max_test, FLAGS.latency_runs, FLAGS.strategy, values)
+    if not kc.models.is_chief(kc.models.get_strategy(FLAGS.strategy)):
+        return  # only the chief wrote the report
     with open(os.path.join(FLAGS.output_dir, "report.md"), encoding="utf-8") as f:
         print(f.read())
     print(f"Wrote {FLAGS.output_dir}/results.json, report.md, results.csv and flags.json.")

@@ -43,6 +43,8 @@ def define_flags():
     flags.DEFINE_integer("max_train", None, "Use only the first N training samples (quick runs).")
     flags.DEFINE_integer("max_test", None, "Evaluate on the first N test samples only (quick runs).")
     flags.DEFINE_integer("latency_runs", 500, "Timed single-sample inferences per flatbuffer.", lower_bound=1)
+    flags.DEFINE_enum("strategy", "default", list(kc.models.STRATEGIES),
+                      "tf.distribute strategy for training; multiworker reads TF_CONFIG, only the chief writes.")
     _FLAG_NAMES[:] = sorted(set(FLAGS) - before)
 
 
@@ -74,6 +76,14 @@ def _measure(name, keras_model, ds, out, args, sparse_too=True, extra=None):
 
 def run(args: dict) -> list[dict]:
     """Runs every variant and writes the outputs; returns the records."""
+    # Every worker of a multi-worker cluster runs this: models are built in the strategy's scope,
+    # and only the chief writes args["output_dir"] (the others write into a temporary folder).
+    strategy = kc.models.get_strategy(args.get("strategy", "default"))
+    with kc.models.writable_dir(args["output_dir"], strategy) as out, strategy.scope():
+        return _run({**args, "output_dir": out})
+
+
+def _run(args: dict) -> list[dict]:
     out = args["output_dir"]
     os.makedirs(out, exist_ok=True)
     ds = kc.data.load(args["dataset"], data_dir=args["data_dir"])
