@@ -181,7 +181,7 @@ CASES = {
                                    ValueError, r"ends with a softmax"),
     "Distiller.compile: alpha": (lambda e: kc.distillation.Distiller(student=kc.models.get("tiny_cnn"),
                                                                      teacher=e["model"]).compile(alpha=2), ValueError,
-                                 r"alpha must be a number in \[0, 1\]"),
+                                 r"alpha must be a finite number in \[0, 1\]"),
     "Distiller.save: .h5": (lambda e: kc.distillation.Distiller(student=kc.models.get("tiny_cnn"), teacher=e["model"]
                                                                 ).save(e["tmp"] / "d.h5"), ValueError,
                             r"a Distiller saves as .keras or a SavedModel folder"),
