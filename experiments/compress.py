@@ -59,6 +59,9 @@ def define_flags():
     flags.DEFINE_string("output_dir", "runs/compress", "Folder for results and artefacts (re-use to resume).")
     flags.DEFINE_string("search_dir", None, "Folder of the kc.compress search (default <output_dir>/search); a "
                         "search of the same model and settings with another budget is re-used from it.")
+    flags.DEFINE_string("save_recipe", None, "Also write the recipe with what it was found for (model, dataset, "
+                        "budget, command, result) to this file, e.g. experiments/recipes/<model>_<dataset>.json, "
+                        "which compare.py replays as its compressed_budget row.")
     flags.DEFINE_string("data_dir", None, "Folder with <dataset>.npz (else $KCOMPRESS_DATA_DIR, then tfds).")
     flags.DEFINE_integer("max_train", None, "Use only the first N training samples (quick runs).")
     flags.DEFINE_integer("max_test", None, "Evaluate on the first N test samples only (quick runs).")
@@ -184,7 +187,22 @@ def run(args: dict) -> dict:
                              os.path.join(out, "pareto.png"), label="label",
                              title=f"compress {args['model']} on {args['dataset']}: validation accuracy vs bytes")
     kc.export.write_atomic(os.path.join(out, "report.md"), _report(args, res, runs, summary, sens, resolved))
+    if args.get("save_recipe"):
+        kc.export.write_atomic(args["save_recipe"], json.dumps(_annotated_recipe(args, res, runs, summary, resolved),
+                                                               indent=1) + "\n")
     return payload
+
+
+def _annotated_recipe(args, res, runs, summary, resolved) -> dict:
+    """The recipe with what it was found for, as experiments/recipes/*.json holds it."""
+    w = res.winner
+    spread = (f"; {100 * summary['test_accuracy_mean']:.2f} ± {100 * summary['test_accuracy_std']:.2f}% over seeds "
+              f"{', '.join(str(s) for s in summary['seeds'])}" if len(runs) > 1 else "")
+    return {"model": args["model"], "dataset": args["dataset"], "budget": res.budget.describe(),
+            "command": "python " + resolved["command"].replace("compress.py", "experiments/compress.py", 1),
+            "result": f"{w['size_bytes']:,}-byte int8 flatbuffer, {100 * w['test_accuracy']:.2f}% test "
+                      f"(seed {runs[0]['seed']}){spread}",
+            "recipe": res.recipe.get_config()}
 
 
 def _report(args, res, runs, summary, sens, resolved) -> str:

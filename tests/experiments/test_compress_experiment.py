@@ -15,7 +15,7 @@ def test_compress_script_writes_a_report_with_the_spread_over_seeds(script, tmp_
                 max_bytes=40_000, max_accuracy_drop=None, min_accuracy=None, max_macs=None, max_arena_bytes=None,
                 recovery_epochs=1, step_epochs=1, qat_epochs=0, step_fraction=0.6, temperature=2.0, alpha=0.5,
                 compress_batch_size=128, time_limit=None, seeds=["0", "1"], output_dir=str(tmp_path / "c"), search_dir=None,
-                data_dir=None, max_train=1000, max_test=200)
+                data_dir=None, max_train=1000, max_test=200, save_recipe=str(tmp_path / "recipes" / "lenet5_mnist.json"))
     payload = script.run(args)
     out = tmp_path / "c"
     for name in ("results.json", "results.csv", "report.md", "flags.json", "recipe.json", "winner.tflite",
@@ -29,3 +29,12 @@ def test_compress_script_writes_a_report_with_the_spread_over_seeds(script, tmp_
     assert " ± " in report and "## Sensitivity of the original model" in report and "## Recipe" in report
     flags = json.loads((out / "flags.json").read_text())
     assert flags["machine"]["cores"] >= 1 and flags["machine"]["cpu"]
+    # --save_recipe: the recipe with what it was found for, which compare.py's compressed_budget row replays.
+    saved = json.loads((tmp_path / "recipes" / "lenet5_mnist.json").read_text())
+    assert saved["recipe"] == json.loads((out / "recipe.json").read_text())
+    assert (saved["model"], saved["dataset"], saved["budget"]) == ("lenet5", "mnist", "max_bytes=40,000")
+    assert f"{runs[0]['size_bytes']:,}-byte int8 flatbuffer" in saved["result"] and " ± " in saved["result"]
+    compare = load("compare")
+    pipeline, meta = compare._compress_recipe({"compress_recipe": str(tmp_path / "recipes" / "lenet5_mnist.json"),
+                                               "model": "lenet5", "dataset": "mnist"})
+    assert pipeline.get_config() == saved["recipe"] and meta["budget"] == "max_bytes=40,000"

@@ -29,7 +29,7 @@ def test_training_under_mirrored_strategy_with_two_cpus(mnist_small, mirrored):
 
 def test_get_strategy():
     assert isinstance(kc.models.get_strategy("mirrored"), tf.distribute.MirroredStrategy)
-    with pytest.raises(ValueError, match="strategy must be 'default' or 'mirrored', got 'tpu'"):
+    with pytest.raises(ValueError, match=r"strategy must be one of \['default', 'mirrored', 'multiworker'\], got 'tpu'"):
         kc.models.get_strategy("tpu")
 
 
