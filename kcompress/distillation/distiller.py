@@ -19,7 +19,11 @@ has known defects, each avoided here and covered by a test:
 from __future__ import annotations
 
 import copy
+import hashlib
+import weakref
+from collections import OrderedDict
 
+import numpy as np
 from absl import logging
 
 from kcompress._keras import check_model, keras, tf
@@ -29,6 +33,30 @@ from kcompress.validation import check_fraction, check_temperature
 __all__ = ["Distiller"]
 
 _PROBABILITY_FLOOR = 1e-30  # log of a probability that underflowed to 0 in float32
+_CACHE_MAX_BYTES = 1 << 30  # teacher logits kept for in-memory arrays, at most this much per array
+_CACHE_ENTRIES = 4
+_LOGITS_CACHE: OrderedDict = OrderedDict()  # key -> (weakref to the array's owner, logits)
+
+
+def _array_owner(x: np.ndarray) -> np.ndarray:
+    while isinstance(x.base, np.ndarray):
+        x = x.base
+    return x
+
+
+def _array_key(x: np.ndarray) -> tuple:
+    """Which memory ``x`` views, and a sample of what it holds (views of one array share the first part)."""
+    flat = x.reshape(-1) if x.flags.c_contiguous else np.ravel(x)
+    sample = np.ascontiguousarray(flat[:: max(1, flat.size // 4096)])
+    return (x.__array_interface__["data"][0], x.shape, x.strides, x.dtype.str,
+            hashlib.blake2b(sample.tobytes(), digest_size=16).hexdigest())
+
+
+def _weights_digest(model) -> str:
+    h = hashlib.blake2b(digest_size=16)
+    for w in model.weights:
+        h.update(np.ascontiguousarray(w.numpy()).tobytes())
+    return h.hexdigest()
 
 
 def _check_alpha(alpha) -> float:
@@ -402,23 +430,93 @@ class Distiller(keras.Model):
         """Runs the student (so ``predict``, ``evaluate`` and export see the student)."""
         return self.student(inputs, training=training)
 
-    def fit(self, *args, **kwargs):
+    def fit(self, x=None, y=None, *args, cache_teacher: bool = True, **kwargs):
         """``keras.Model.fit``; a pruned student needs ``callbacks=kcompress.pruning.callbacks()``.
+
+        With in-memory arrays (one NumPy input ``x`` and labels ``y``) the frozen teacher's
+        logits are computed once, before the first epoch, and fed with the labels, instead
+        of running the teacher on every batch of every epoch. They are exactly what the
+        teacher gives (``training=False``), so the loss, the metrics and the learned
+        weights are the same; they are also kept (for up to 4 arrays, at most 1 GiB each)
+        for later fits with the same teacher weights on the same array or a slice of it,
+        as a search that distils many students from one teacher does. ``cache_teacher=False``
+        runs the teacher per batch, as do ``tf.data`` inputs, multi-input models and
+        subclasses that need more of the teacher than its logits (e.g. a hint).
 
         Raises:
             ValueError: the student holds pruning wrappers and ``callbacks`` lacks the pruning step
                 callback (checked before training; TFMOT would fail inside the training graph).
+            TypeError: ``cache_teacher`` is not a bool.
         """
         from kcompress.pruning.prune import (
             has_pruning_step_callback,
             is_pruned,
             pruning_callbacks_error,
         )
+        from kcompress.validation import check_bool
 
-        callbacks = kwargs.get("callbacks", args[5] if len(args) > 5 else None)
+        check_bool("cache_teacher", cache_teacher)
+        callbacks = kwargs.get("callbacks", args[3] if len(args) > 3 else None)
         if is_pruned(self.student) and not has_pruning_step_callback(callbacks):
             raise pruning_callbacks_error(self.student.name)
-        return super().fit(*args, **kwargs)
+        validation = kwargs.get("validation_data")
+        cached = (cache_teacher and not args and self._logits_are_all_it_needs()
+                  and self._cacheable(x) and isinstance(y, np.ndarray) and len(y) == len(x)
+                  and (validation is None or (isinstance(validation, tuple) and len(validation) == 2
+                                              and self._cacheable(validation[0])
+                                              and isinstance(validation[1], np.ndarray))))
+        if cached:
+            y = (y, self.teacher_logits(x))
+            if validation is not None:
+                kwargs["validation_data"] = (validation[0], (validation[1], self.teacher_logits(validation[0])))
+        self._set_cached_targets(cached)
+        try:
+            return super().fit(x, y, *args, **kwargs)
+        finally:
+            self._set_cached_targets(False)
+
+    def teacher_logits(self, x, batch_size: int = 1024) -> np.ndarray:
+        """The frozen teacher's logits for the array ``x`` (float32), as the loss sees them.
+
+        Computed in batches of ``batch_size`` and kept for later calls with the same teacher
+        weights and the same array (or a view of it), see :meth:`fit`.
+        """
+        from kcompress.validation import check_int
+
+        check_int("batch_size", batch_size, 1)
+        if not self._cacheable(x):
+            raise TypeError(f"x must be a NumPy array of the student's input, got {type(x).__name__}.")
+        key = (id(self.teacher), _weights_digest(self.teacher), self._teacher_gives_probabilities, _array_key(x))
+        hit = _LOGITS_CACHE.get(key)
+        if hit is not None and hit[0]() is _array_owner(x):
+            _LOGITS_CACHE.move_to_end(key)
+            return hit[1]
+        forward = tf.function(lambda batch: self._as_teacher_logits(self.teacher(batch, training=False)),
+                              reduce_retracing=True)
+        logits = np.concatenate([forward(tf.constant(x[i:i + batch_size])).numpy().astype(np.float32)
+                                 for i in range(0, len(x), batch_size)]) if len(x) else \
+            np.zeros((0,) + tuple(self.teacher.output_shape[1:]), np.float32)
+        if logits.nbytes <= _CACHE_MAX_BYTES:
+            _LOGITS_CACHE[key] = (weakref.ref(_array_owner(x)), logits)
+            while len(_LOGITS_CACHE) > _CACHE_ENTRIES:
+                _LOGITS_CACHE.popitem(last=False)
+        return logits
+
+    def _cacheable(self, x) -> bool:
+        inputs = getattr(self.student, "inputs", None)
+        return isinstance(x, np.ndarray) and x.ndim >= 1 and (inputs is None or len(inputs) == 1)
+
+    def _logits_are_all_it_needs(self) -> bool:
+        """True where the training step uses nothing of the teacher but its logits (not a subclass's hint)."""
+        cls = type(self)
+        return all(getattr(cls, name) is getattr(Distiller, name)
+                   for name in ("_teacher_outputs", "train_step", "test_step", "_loss_terms"))
+
+    def _set_cached_targets(self, cached: bool):
+        """Targets are ``(labels, teacher logits)`` while ``cached``; Keras's traced steps are rebuilt on a change."""
+        if getattr(self, "_cached_targets", False) != cached:
+            self.train_function = self.test_function = self.predict_function = None
+        self._cached_targets = cached
 
     def save(self, filepath, overwrite=True, save_format=None, **kwargs):
         """Saves the whole distiller: student, teacher, compile settings and optimizer state.
@@ -508,9 +606,16 @@ class Distiller(keras.Model):
     def _results(self):
         return {m.name: m.result() for m in self.metrics}
 
+    def _targets(self, x, y):
+        """Labels and the teacher's outputs: cached logits fed with the labels (see :meth:`fit`), or the teacher run now."""
+        if getattr(self, "_cached_targets", False):
+            y, logits = y
+            return y, [tf.stop_gradient(logits)]
+        return y, self._teacher_outputs(x)
+
     def train_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        teacher_outputs = self._teacher_outputs(x)  # once per batch, outside the tape
+        y, teacher_outputs = self._targets(x, y)  # once per batch, outside the tape
         with tf.GradientTape() as tape:
             student_outputs = self._student_outputs(x, training=True)
             dtype = student_outputs[0].dtype
@@ -528,7 +633,7 @@ class Distiller(keras.Model):
 
     def test_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        teacher_outputs = self._teacher_outputs(x)
+        y, teacher_outputs = self._targets(x, y)
         student_outputs = self._student_outputs(x, training=False)
         terms = self._weighted_terms(y, student_outputs, teacher_outputs, sample_weight)
         self._update_trackers(terms, self._regularization(student_outputs[0].dtype))
