@@ -128,6 +128,7 @@ def variants(args: dict) -> dict[str, tuple[str, Pipeline]]:
     prune = dict(epochs=e, batch_size=b, learning_rate=lr)
     sp, cr = args["sparsity"], args["channel_ratio"]
     ev = Evaluate(latency_runs=args["latency_runs"], robustness=True, robustness_samples=args["robustness_samples"])
+    distill = Distill(t, a, batch_size=b)  # the fine-tuning of the *_distill_* rows
     prune_distill = Distill(args["prune_distill_temperature"], args["prune_distill_alpha"], batch_size=b,
                             hint=args["prune_distill_hint"] or None, hint_weight=args["prune_distill_hint_weight"])
     pct = f"{round(100 * sp)}"
@@ -147,14 +148,14 @@ def variants(args: dict) -> dict[str, tuple[str, Pipeline]]:
                                           Export("float32"), Export("int8"), ev]),
         f"prune{pct}_qat_int8": ("baseline", [Prune(sp, **prune), QuantizeAware(**qat), Export("int8"),
                                               Export("int8", sparse=True), ev]),
-        f"prune{pct}_distill_qat_int8": ("baseline", [Prune(sp, **prune), prune_distill,
+        f"prune{pct}_distill_qat_int8": ("baseline", [Prune(sp, **prune, finetune=prune_distill),
                                                       QuantizeAware(**qat), Export("int8"), ev]),
         f"channels{round(100 * cr)}_qat_int8": ("baseline", [PruneChannels(cr, **prune), QuantizeAware(**qat),
                                                              Export("int8"), ev]),
-        f"channels{round(100 * cr)}_distill_int8": ("baseline", [PruneChannels(cr, **prune), Distill(t, a, batch_size=b),
+        f"channels{round(100 * cr)}_distill_int8": ("baseline", [PruneChannels(cr, **prune, finetune=distill),
                                                                  Export("int8"), ev]),
-        f"channels{round(100 * cr)}_distill_qat_int8": ("baseline", [PruneChannels(cr, **prune), Distill(t, a, batch_size=b),
-                                                                     QuantizeAware(**qat), Distill(t, a, batch_size=b),
+        f"channels{round(100 * cr)}_distill_qat_int8": ("baseline", [PruneChannels(cr, **prune, finetune=distill),
+                                                                     QuantizeAware(**qat, finetune=distill),
                                                                      Export("int8"), ev]),
     }
     found = _compress_recipe(args)

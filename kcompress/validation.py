@@ -18,8 +18,8 @@ from collections.abc import Iterable
 
 import numpy as np
 
-__all__ = ["check_bool", "check_choice", "check_fraction", "check_int", "check_number", "check_temperature",
-           "resolve_layers"]
+__all__ = ["check_bool", "check_choice", "check_fraction", "check_instance", "check_int", "check_number",
+           "check_temperature", "resolve_layers"]
 
 
 def _allowed_range(kind, minimum, maximum, low_open=False, high_open=False) -> str:
@@ -150,3 +150,17 @@ def resolve_layers(model, layers, accept=None, what: str = "", argname: str = "l
         else:
             raise TypeError(f"{argname} must hold layer names (str) or layer classes, got {item!r}.")
     return [layer for layer in model.layers if layer.name in picked], True
+
+
+def check_instance(name: str, value, types, allowed: str, allow_none: bool = False):
+    """``value`` when it is an instance of ``types`` (``None`` passes with ``allow_none``).
+
+    Args:
+        allowed: what the argument takes, for the message, e.g. ``"None or a Distill stage"``.
+
+    Raises:
+        TypeError: any other value; the message names ``name``, the value and ``allowed``.
+    """
+    if (allow_none and value is None) or isinstance(value, types):
+        return value
+    raise TypeError(f"{name} must be {allowed}, got {value!r}.")

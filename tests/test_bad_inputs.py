@@ -199,7 +199,7 @@ CASES = {
                                   r"clusters\['conv1'\] must be in \[2, 256\]"),
     "Prune stage: sparsity": (lambda e: kp.Prune(sparsity=1.5), ValueError, r"sparsity"),
     "Export stage: mode": (lambda e: kp.Export(mode="int4"), ValueError, r"mode must be one of"),
-    "Train stage: epochs": (lambda e: kp.Train(epochs=0), ValueError, r"epochs must be a positive int"),
+    "Train stage: epochs": (lambda e: kp.Train(epochs=0), ValueError, r"epochs must be an int >= 1, got 0"),
     "Pipeline: no stages": (lambda e: kp.Pipeline([]), ValueError, r"stages must hold at least one stage"),
     "Pipeline: stages type": (lambda e: kp.Pipeline("prune"), TypeError, r"stages must be a list of Stage"),
     "stage_from_config: unknown": (lambda e: kp.stage_from_config({"stage": "nope"}), ValueError, r"stage must be one of"),

@@ -59,6 +59,9 @@ def test_check_number_fraction_temperature_bool_choice():
         v.check_choice("mode", "int4", ("int8", "float16"))
     with pytest.raises(TypeError, match="mode must be one of 'int8', 'float16', got 8"):
         v.check_choice("mode", 8, ("int8", "float16"))
+    assert v.check_instance("x", 3, int, "an int") == 3 and v.check_instance("x", None, int, "", allow_none=True) is None
+    with pytest.raises(TypeError, match="finetune must be None or a Distill stage, got 'distill'"):
+        v.check_instance("finetune", "distill", kc.pipeline.Distill, "None or a Distill stage", allow_none=True)
 
 
 def test_the_same_quantity_has_the_same_rule_in_the_distiller_the_loss_and_compress(mnist_small):
@@ -66,7 +69,8 @@ def test_the_same_quantity_has_the_same_rule_in_the_distiller_the_loss_and_compr
     d = kc.distillation.Distiller(student=kc.models.get("lenet5_student"), teacher=teacher)
     for call in (lambda t: d.compile(temperature=t),
                  lambda t: kc.distillation.soft_target_loss([[1.0, 0.0]], [[0.0, 0.0]], t),
-                 lambda t: kc.compress(teacher, mnist_small, max_bytes=10_000, temperature=t)):
+                 lambda t: kc.compress(teacher, mnist_small, max_bytes=10_000, temperature=t),
+                 lambda t: kc.pipeline.Distill(temperature=t)):
         with pytest.raises(ValueError, match="temperature must be a finite number > 0, got 0"):
             call(0)
         with pytest.raises(TypeError, match="temperature must be a finite number > 0, got 'hot'"):

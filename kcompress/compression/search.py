@@ -244,27 +244,29 @@ class _Search:
 
     # -- stages
     def distill_stage(self, epochs, restore_best=False, learning_rate=None):
+        """The search's distillation settings, as a stage of its own or a stage's ``finetune``."""
         from kcompress.pipeline import Distill
 
         return Distill(temperature=self.o["temperature"], alpha=self.o["alpha"], epochs=epochs,
                        batch_size=self.o["batch_size"], learning_rate=learning_rate, restore_best=restore_best)
 
     def run_stages(self, model, stages, first_index):
-        """Runs ``stages`` (a recipe slice starting at recipe index ``first_index``) on a copy of ``model``."""
-        from kcompress.pipeline.stages import Distill, State
+        """Runs ``stages`` (a recipe slice starting at step ``first_index``) on a copy of ``model``.
+
+        Each stage is seeded as ``Pipeline.run(seed=...)`` seeds it in the recipe (a stage that
+        distills takes two steps, ``Stage.steps``), so the recipe replays the search's training.
+        """
+        from kcompress.pipeline.stages import State
 
         with self.scope():
             start = _copy(model)
         state = State(model=start, dataset=self.dataset, teacher=self.teacher, name="compress",
                       strategy=self.strategy, verbose=self.verbose)
-        i = 0
-        while i < len(stages):
-            stage = stages[i]
-            nxt = stages[i + 1] if i + 1 < len(stages) else None
-            finetuner = nxt if stage.finetunes and isinstance(nxt, Distill) else None
-            keras.utils.set_random_seed(self.o["seed"] + first_index + i)
-            stage.run(state, finetuner=finetuner)
-            i += 2 if finetuner else 1
+        step = first_index
+        for stage in stages:
+            keras.utils.set_random_seed(self.o["seed"] + step)
+            stage.run(state)
+            step += stage.steps
         return state
 
     # -- exploring
@@ -288,7 +290,8 @@ class _Search:
             keep = group.width - k
             cand = one if k == 1 else pruning.prune_channels(model, channels={group.name: keep})
             stage = PruneChannels(ratio=None, channels={group.name: keep}, epochs=self.o["step_epochs"],
-                                  batch_size=self.o["batch_size"], learning_rate=self.o["learning_rate"])
+                                  batch_size=self.o["batch_size"], learning_rate=self.o["learning_rate"],
+                                  finetune=self.distill_stage(self.o["step_epochs"]))
             out.append((f"{group.name} {group.width}->{keep}", stage, cand, current - estimated_int8_bytes(cand)))
         if self.o["low_rank"]:
             for layer in model.layers:
@@ -302,7 +305,7 @@ class _Search:
                     continue
                 cand = factorization.low_rank(model, rank={layer.name: r}).model
                 stage = LowRank(rank={layer.name: r}, epochs=self.o["step_epochs"], batch_size=self.o["batch_size"],
-                                learning_rate=self.o["learning_rate"])
+                                learning_rate=self.o["learning_rate"], finetune=self.distill_stage(self.o["step_epochs"]))
                 out.append((f"{layer.name} rank {r}", stage, cand, current - estimated_int8_bytes(cand)))
         return out, target
 
@@ -345,7 +348,7 @@ class _Search:
             recipe_index = 2 * index
             logging.info("[compress] step %d: %s (saves ~%d B); recovering %d epoch(s)", index + 1, label, saving,
                          self.o["step_epochs"])
-            stages = [stage, self.distill_stage(self.o["step_epochs"])]
+            stages = [stage]  # recovered by distillation: its finetune
             state = self.run_stages(model, stages, recipe_index)
             self.trials += 1
             new = state.model
@@ -375,8 +378,8 @@ class _Search:
         stages = [self.distill_stage(self.o["recovery_epochs"], restore_best=True)]
         if self.o["qat_epochs"]:
             stages += [QuantizeAware(epochs=self.o["qat_epochs"], batch_size=self.o["batch_size"],
-                                     learning_rate=self.o["qat_learning_rate"]),
-                       self.distill_stage(self.o["qat_epochs"])]
+                                     learning_rate=self.o["qat_learning_rate"],
+                                     finetune=self.distill_stage(self.o["qat_epochs"]))]
         return stages
 
     def recipe_stages(self, step):
@@ -384,7 +387,11 @@ class _Search:
 
         stages = []
         for record in self.state["steps"][:step]:
-            stages += [stage_from_config(dict(c)) for c in record["stages"]]
+            configs = [dict(c) for c in record["stages"]]
+            if len(configs) == 2 and configs[1]["stage"] == "distill" and "finetune" not in configs[0]:
+                # A step saved before fine-tuning was explicit: [cut, distill that recovered it].
+                configs = [{**configs[0], "finetune": configs[1]}]
+            stages += [stage_from_config(c) for c in configs]
         return stages
 
     def meets(self, rec) -> bool:

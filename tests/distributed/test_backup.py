@@ -80,7 +80,7 @@ def test_restore_best_is_what_the_final_backup_keeps(tmp_path, mnist_small):
 @pytest.mark.slow
 def test_pipeline_run_again_restores_every_finished_stage(tmp_path, trained_lenet, mnist_small):
     ds = mnist_small.take(train=1000, test=300)
-    pipe = Pipeline([Prune(0.6, epochs=1, batch_size=100), Distill(temperature=2, alpha=0.5),
+    pipe = Pipeline([Prune(0.6, epochs=1, batch_size=100, finetune=Distill(temperature=2, alpha=0.5)),
                      QuantizeAware(epochs=1, batch_size=100)], name="bk")
     first = pipe.run(ds, model=trained_lenet, seed=0, verbose=0, backup_dir=tmp_path / "bk")
     assert sorted(p.name for p in (tmp_path / "bk").iterdir()) == ["stage00_prune", "stage02_quantize_aware"]

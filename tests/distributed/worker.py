@@ -73,7 +73,7 @@ if config["mode"] == "pipeline":
 
     if config.get("more_stages"):  # the other training stages, HintDistiller included
         t0 = time.perf_counter()
-        more = Pipeline([Prune(0.5, epochs=1, batch_size=64), Distill(temperature=2.0, alpha=0.5, hint="fc2"),
+        more = Pipeline([Prune(0.5, epochs=1, batch_size=64, finetune=Distill(temperature=2.0, alpha=0.5, hint="fc2")),
                          PruneChannels(0.25, epochs=1, batch_size=64), Cluster(16, epochs=1, batch_size=64),
                          Export("float32"), Evaluate(latency_runs=5)], name="more")
         result = more.run(ds, model=baseline(), output_dir=config["output_dir"], strategy=strategy, seed=0, verbose=0)

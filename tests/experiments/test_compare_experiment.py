@@ -79,9 +79,9 @@ def test_unknown_variant(compare, tmp_path):
 @pytest.mark.slow
 def test_compressed_budget_row_replays_a_compress_recipe(compare, tmp_path):
     recipe = {"model": "lenet5", "dataset": "mnist", "budget": "max_bytes=30,000", "command": "compress.py (test)",
-              "recipe": {"name": "compressed", "stages": [
-                  {"stage": "prune_channels", "ratio": None, "channels": {"fc1": 30}, "epochs": 1},
-                  {"stage": "distill", "temperature": 2.0, "alpha": 0.5, "epochs": 1},
+              "recipe": {"version": 2, "name": "compressed", "stages": [
+                  {"stage": "prune_channels", "ratio": None, "channels": {"fc1": 30}, "epochs": 1,
+                   "finetune": {"stage": "distill", "temperature": 2.0, "alpha": 0.5, "epochs": 1}},
                   {"stage": "export", "mode": "int8", "slim": True, "per_channel": False},
                   {"stage": "evaluate"}]}}
     path = tmp_path / "recipe.json"

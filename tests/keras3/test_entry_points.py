@@ -150,7 +150,7 @@ def test_hint_distiller_finds_keras3_layer_names(trained_lenet_k3, tiny):
 def test_pipeline_run_with_keras3_model_and_teacher(trained_lenet_k3, tiny):
     from kcompress.pipeline import Distill, Evaluate, Export, Pipeline, Prune
 
-    result = Pipeline([Prune(0.5, epochs=1, batch_size=128), Distill(temperature=2, alpha=0.5), Export("int8"),
+    result = Pipeline([Prune(0.5, epochs=1, batch_size=128, finetune=Distill(temperature=2, alpha=0.5)), Export("int8"),
                        Evaluate(latency_runs=1)], name="k3").run(tiny, model=lenet5_k3(seed=3),
                                                                   teacher=trained_lenet_k3, verbose=0)
     assert _is_tf_keras(result.model)

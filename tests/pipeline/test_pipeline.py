@@ -27,7 +27,7 @@ def tiny(mnist_small):
 @pytest.mark.slow
 def test_prune_distill_qat_int8_composes(trained_lenet, mnist_small, tmp_path):
     tiny = mnist_small.take(test=300)
-    pipeline = Pipeline([Prune(0.8, epochs=2, batch_size=64), Distill(temperature=4, alpha=0.2),
+    pipeline = Pipeline([Prune(0.8, epochs=2, batch_size=64, finetune=Distill(temperature=4, alpha=0.2)),
                          QuantizeAware(epochs=1, batch_size=64), Export("int8"), Evaluate(latency_runs=10)],
                         name="prune_distill_qat")
     before = [w.copy() for w in trained_lenet.get_weights()]
@@ -48,7 +48,7 @@ def test_prune_then_distill_with_a_feature_hint(trained_lenet, mnist_small, tmp_
     stage = stage_from_config({"stage": "distill", "temperature": 1.0, "alpha": 0.5, "hint": "fc2",
                                "hint_weight": 0.1, "batch_size": 64})
     assert stage == Distill(temperature=1.0, alpha=0.5, hint="fc2", hint_weight=0.1, batch_size=64)
-    pipeline = Pipeline([Prune(0.8, epochs=2, batch_size=64), stage, Evaluate(keras=True, latency_runs=5)],
+    pipeline = Pipeline([Prune(0.8, epochs=2, batch_size=64, finetune=stage), Evaluate(keras=True, latency_runs=5)],
                         name="prune_hint")
     result = pipeline.run(mnist_small.take(test=300), model=trained_lenet, output_dir=str(tmp_path), verbose=0)
     assert result.log[0]["finetune"] == "distill(T=1.0, alpha=0.5, hint=fc2 x0.1)"
@@ -71,16 +71,157 @@ def test_train_then_channel_prune_records_keras_and_flatbuffers(tiny):
 
 
 def test_config_round_trip_and_recipe_files(tmp_path):
-    pipeline = Pipeline([Prune(0.5, initial_sparsity=0.2, schedule_epochs=2), Distill(temperature=2.0),
-                         QuantizeAware(preserve_sparsity=True), Export("int8", sparse=True), Evaluate()], name="p")
+    pipeline = Pipeline([Prune(0.5, initial_sparsity=0.2, schedule_epochs=2, finetune=Distill(temperature=2.0, hint="fc2")),
+                         QuantizeAware(preserve_sparsity=True), Distill(epochs=1), Export("int8", sparse=True),
+                         Evaluate()], name="p")
     config = pipeline.get_config()
-    assert Pipeline.from_config(config).get_config() == config
+    assert config["version"] == 2
+    assert config["stages"][0]["finetune"] == {"stage": "distill", **Distill(temperature=2.0, hint="fc2").get_config()}
+    assert config["stages"][1]["finetune"] is None
+    again = Pipeline.from_config(config)
+    assert again.get_config() == config and again.stages == pipeline.stages
     (tmp_path / "r.json").write_text(json.dumps(config))
     assert Pipeline.load(tmp_path / "r.json").get_config() == config
+    # YAML, the nested Distill written short (no "stage" key), and a distill step of its own after plain fine-tuning.
     (tmp_path / "r.yaml").write_text(
-        "name: small\nstages:\n  - {stage: prune_channels, ratio: 0.5}\n  - {stage: distill}\n  - {stage: export, mode: int8}\n")
+        "name: small\nversion: 2\nstages:\n  - {stage: prune_channels, ratio: 0.5, finetune: {temperature: 2}}\n"
+        "  - {stage: low_rank, rank: 4}\n  - {stage: distill, epochs: 1}\n  - {stage: export, mode: int8}\n")
     loaded = Pipeline.load(tmp_path / "r.yaml")
-    assert [s.kind for s in loaded.stages] == ["prune_channels", "distill", "export"] and loaded.name == "small"
+    assert loaded.name == "small" and loaded.stages == [
+        PruneChannels(0.5, finetune=Distill(temperature=2)), LowRank(rank=4), Distill(epochs=1), Export("int8")]
+    assert [s.steps for s in loaded.stages] == [2, 1, 1, 1]
+
+
+def _old_recipe(**first):
+    return {"name": "old", "stages": [{"stage": "prune_channels", "ratio": None, "channels": {"fc1": 30}, "epochs": 1,
+                                       **first},
+                                      {"stage": "distill", "temperature": 2.0, "alpha": 0.5, "epochs": 1},
+                                      {"stage": "export", "mode": "int8"}]}
+
+
+class TestOldRecipes:
+    """Recipes from before ``finetune`` (no version): a distill stage after a fine-tuning stage took it over."""
+
+    NEW_FORM = ('{"stage": "prune_channels", "ratio": null, "channels": {"fc1": 30}, "epochs": 1, "finetune": '
+                '{"stage": "distill", "temperature": 2.0, "alpha": 0.5, "epochs": 1}}')
+
+    def test_the_implicit_take_over_is_refused_with_the_new_form(self, tmp_path):
+        with pytest.raises(ValueError) as err:
+            Pipeline.from_config(_old_recipe())
+        message = str(err.value)
+        assert "recipe stage 0 ('prune_channels') is followed by a 'distill' stage and has no 'finetune' key" in message
+        assert self.NEW_FORM in message and '"version": 2' in message
+        # The form it shows is what loads now, and runs as the old recipe did.
+        fixed = Pipeline.from_config({"version": 2, "name": "old", "stages": [json.loads(self.NEW_FORM),
+                                                                             {"stage": "export", "mode": "int8"}]})
+        assert fixed.stages[0] == PruneChannels(None, channels={"fc1": 30}, epochs=1,
+                                                finetune=Distill(temperature=2.0, alpha=0.5, epochs=1))
+        (tmp_path / "old.yaml").write_text(
+            "stages:\n  - {stage: prune, sparsity: 0.5}\n  - {stage: distill}\n  - {stage: quantize_aware}\n"
+            "  - {stage: distill}\n")
+        with pytest.raises(ValueError, match=r"recipe stage 0 \('prune'\) .*\(and the same at stages \[2\]\)"):
+            Pipeline.load(tmp_path / "old.yaml")
+        with pytest.raises(ValueError, match="recipe stage 0"):  # stage configs given to Pipeline are unversioned too
+            Pipeline(_old_recipe()["stages"])
+        with pytest.raises(ValueError, match="recipe stage 0"):
+            Pipeline.from_config({**_old_recipe(), "version": 1})
+
+    def test_what_is_not_old(self):
+        # Version 2 (or an explicit finetune key): the distill stage is a step of its own.
+        for config in ({**_old_recipe(), "version": 2}, _old_recipe(finetune=None)):
+            stages = Pipeline.from_config(config).stages
+            assert [s.kind for s in stages] == ["prune_channels", "distill", "export"] and stages[0].finetune is None
+        # Unversioned recipes without the pattern meant the same then and now.
+        loose = {"stages": [{"stage": "train"}, {"stage": "distill"}, {"stage": "prune"}, {"stage": "export"}]}
+        assert [s.kind for s in Pipeline.from_config(loose).stages] == ["train", "distill", "prune", "export"]
+        # Stage objects are explicit.
+        assert len(Pipeline([Prune(0.5), Distill()]).stages) == 2
+        with pytest.raises(ValueError, match="recipe version must be 1 or 2 \\(or absent\\), got 3"):
+            Pipeline.from_config({**_old_recipe(), "version": 3})
+
+
+class TestFinetune:
+    @pytest.fixture(scope="class")
+    def slice_(self, mnist_small):
+        return mnist_small.take(train=640, test=100)
+
+    @staticmethod
+    def _weights(result):
+        return result.model.get_weights()
+
+    def test_a_distilling_finetune_is_a_distiller_run_with_the_teacher(self, slice_):
+        student = kc.models.get("mlp_small", slice_.input_shape, slice_.num_classes, seed=0)
+        teacher = kc.models.get("tiny_cnn", slice_.input_shape, slice_.num_classes, seed=1)
+        distill = Distill(temperature=2.0, alpha=0.5, batch_size=64)
+        result = Pipeline([Prune(0.5, epochs=1, batch_size=64, finetune=distill)]).run(
+            slice_, model=student, teacher=teacher, seed=3, verbose=0)
+        assert [e["stage"] for e in result.log] == ["Prune + Distill"]
+        assert result.log[0]["finetune"] == "distill(T=2.0, alpha=0.5)"
+        # By hand: the pruned student distilled from the teacher, the stage's epochs and rate, the Distill's batch.
+        copy = kc.keras.models.clone_model(student)
+        copy.set_weights(student.get_weights())
+        kc.keras.utils.set_random_seed(3)
+        wrapped = kc.pruning.prune(copy, kc.pruning.ConstantSparsity(0.5))
+        d = kc.distillation.Distiller(student=wrapped, teacher=teacher)
+        d.compile(optimizer=kc.keras.optimizers.Adam(1e-3), metrics=["accuracy"], alpha=0.5, temperature=2.0)
+        kc.models.fit(d, slice_, epochs=1, batch_size=64, callbacks=kc.pruning.callbacks(per_layer=False), verbose=0)
+        for a, b in zip(self._weights(result), kc.pruning.strip(wrapped).get_weights(), strict=True):
+            np.testing.assert_array_equal(a, b)
+        # Plain fine-tuning (the default) learns from the labels only: other weights.
+        plain = Pipeline([Prune(0.5, epochs=1, batch_size=64)]).run(slice_, model=student, teacher=teacher, seed=3,
+                                                                    verbose=0)
+        assert plain.log[0]["finetune"] == "plain" and plain.log[0]["stage"] == "Prune"
+        assert not np.array_equal(self._weights(plain)[-2], self._weights(result)[-2])
+
+    def test_a_distill_stage_after_prune_is_a_step_of_its_own(self, slice_):
+        student = kc.models.get("mlp_small", slice_.input_shape, slice_.num_classes, seed=0)
+        teacher = kc.models.get("tiny_cnn", slice_.input_shape, slice_.num_classes, seed=1)
+        both = Pipeline([Prune(0.5, epochs=1, batch_size=64), Distill(temperature=2.0, alpha=0.5, epochs=2, batch_size=64)])
+        result = both.run(slice_, model=student, teacher=teacher, seed=3, verbose=0)
+        assert [(e["stage"], e["finetune"]) for e in result.log] == [("Prune", "plain"),
+                                                                    ("Distill", "distill(T=2.0, alpha=0.5)")]
+        # The same as 1 epoch of plain fine-tuning (seed 3), then 2 epochs of distillation (seed 4).
+        pruned = Pipeline([Prune(0.5, epochs=1, batch_size=64)]).run(slice_, model=student, seed=3, verbose=0).model
+        kc.keras.utils.set_random_seed(4)
+        d = kc.distillation.Distiller(student=pruned, teacher=teacher)
+        d.compile(optimizer=kc.keras.optimizers.Adam(1e-3), metrics=["accuracy"], alpha=0.5, temperature=2.0)
+        kc.models.fit(d, slice_, epochs=2, batch_size=64, verbose=0)
+        for a, b in zip(self._weights(result), pruned.get_weights(), strict=True):
+            np.testing.assert_array_equal(a, b)
+
+    @pytest.mark.parametrize("cls", [Prune, PruneChannels, LowRank, Cluster, QuantizeAware])
+    def test_every_fine_tuning_stage_takes_finetune(self, cls):
+        extra = {"param_ratio": 0.5} if cls is LowRank else {}
+        stage = cls(**extra, finetune=Distill(temperature=3.0))
+        assert cls.finetunes and stage.steps == 2 and cls(**extra).steps == 1
+        assert stage_from_config({"stage": cls.kind, **stage.get_config()}) == stage
+        for bad in (Train(), "distill", {"temperature": 2.0}, Distill):
+            with pytest.raises(TypeError, match=r"finetune must be None \(plain fine-tuning on the labels\) or a "
+                                                r"Distill stage .*, got "):
+                cls(**extra, finetune=bad)
+        with pytest.raises(TypeError, match=r"finetune must be None or a distill stage config .* got \{'stage': 'prune'\}"):
+            stage_from_config({"stage": cls.kind, **extra, "finetune": {"stage": "prune"}})
+
+    def test_stages_register_themselves(self):
+        from kcompress.pipeline import STAGES, Stage
+
+        assert {k: c.__name__ for k, c in STAGES.items()} == {
+            "train": "Train", "prune": "Prune", "prune_channels": "PruneChannels", "quantize_aware": "QuantizeAware",
+            "distill": "Distill", "low_rank": "LowRank", "cluster": "Cluster", "export": "Export",
+            "evaluate": "Evaluate"}
+        try:
+            class Noop(Stage):
+                kind = "test_noop"
+
+                def run(self, state):
+                    return {}
+
+            assert STAGES["test_noop"] is Noop
+            with pytest.raises(ValueError, match="stage kind 'prune' of .*Twice is already taken by Prune"):
+                class Twice(Stage):
+                    kind = "prune"
+        finally:
+            STAGES.pop("test_noop", None)
 
 
 def test_schedule_of_a_gradual_prune_stage():
@@ -92,12 +233,14 @@ def test_schedule_of_a_gradual_prune_stage():
 class TestBadInput:
     @pytest.mark.parametrize("make, match", [
         (lambda: Prune(1.0), r"sparsity must be a number in \[0, 1\), got 1.0"),
-        (lambda: Distill(temperature=0), "temperature must be a positive number, got 0"),
-        (lambda: Distill(alpha=1.5), r"alpha must be a number in \[0, 1\], got 1.5"),
+        (lambda: Distill(temperature=0), "temperature must be a finite number > 0, got 0"),
+        (lambda: Distill(alpha=1.5), r"alpha must be a finite number in \[0, 1\], got 1.5"),
         (lambda: Distill(hint="fc2:"), "hint must be a layer name or 'student_layer:teacher_layer', got 'fc2:'"),
         (lambda: Distill(hint="fc2", hint_weight=-0.1), "hint_weight must be a finite number >= 0, got -0.1"),
         (lambda: Export("int4"), "mode must be one of"),
-        (lambda: Train(epochs=0), "epochs must be a positive int, got 0"),
+        (lambda: Train(epochs=0), "epochs must be an int >= 1, got 0"),
+        (lambda: Prune(0.5, learning_rate=-1e-3), "learning_rate must be a finite number > 0, got -0.001"),
+        (lambda: Distill(epochs=0), "epochs must be an int >= 1 or None, got 0"),
         (lambda: stage_from_config({"stage": "shrink"}), r"stage must be one of \[.*\], got 'shrink'"),
         (lambda: stage_from_config({"stage": "prune", "amount": 3}), "bad options for stage 'prune'"),
         (lambda: Pipeline([], name="x"), "at least one stage"),
@@ -108,6 +251,12 @@ class TestBadInput:
             make()
 
     def test_type_errors(self, tiny):
+        for make, match in ((lambda: Train(epochs=2.0), "epochs must be an int >= 1, got 2.0"),
+                            (lambda: Distill(temperature="hot"), "temperature must be a finite number > 0, got 'hot'"),
+                            (lambda: Export(sparse=1), "sparse must be True or False, got 1"),
+                            (lambda: Export(mode=8), "mode must be one of 'float32', .*, got 8")):
+            with pytest.raises(TypeError, match=match):
+                make()
         with pytest.raises(TypeError, match=r"stages\[1\] must be a Stage"):
             Pipeline([Export(), "evaluate"])
         with pytest.raises(TypeError, match="dataset must be a kcompress.data.Dataset"):

@@ -37,10 +37,11 @@ def test_compile_classifier_detects_softmax_and_logits():
         kc.models.compile_classifier(um.sequential_cnn(0), from_logits="yes")
 
 
-def test_distill_on_a_softmax_model_stops_before_training(small):
+@pytest.mark.parametrize("last", [[Prune(0.5), Distill()], [Prune(0.5, finetune=Distill())]])
+def test_distill_on_a_softmax_model_stops_before_training(small, last):
     t0 = time.perf_counter()
     with pytest.raises(ValueError, match=r"ends with a softmax, but the Distill stage needs a logits output"):
-        Pipeline([Train(epochs=3), Prune(0.5), Distill()]).run(small, model=um.softmax_model(0), verbose=0)
+        Pipeline([Train(epochs=3), *last]).run(small, model=um.softmax_model(0), verbose=0)
     assert time.perf_counter() - t0 < 5  # refused up front, not after the Train stage
 
 
