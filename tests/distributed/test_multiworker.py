@@ -110,9 +110,9 @@ def _reference(ds, model, prune_epochs):
 
 @pytest.mark.slow
 def test_prune_qat_pipeline_and_distiller_on_two_workers(tmp_path, trained_lenet, mnist):
-    ds = mnist.take(train=800, test=400)
+    ds = mnist.take(train=1200, test=400)
     weights = _weights_file(tmp_path, trained_lenet)
-    base = {"mode": "pipeline", "train": 800, "test": 400, "weights": weights, "prune_epochs": 1, "more_stages": True}
+    base = {"mode": "pipeline", "train": 1200, "test": 400, "weights": weights, "prune_epochs": 1, "more_stages": True}
     configs = [{**base, "output_dir": str(tmp_path / f"out_w{i}")} for i in range(2)]
     with _cluster(tmp_path, "mw", configs) as procs:
         # A single-process run with the same global batch (64), while the workers start.
