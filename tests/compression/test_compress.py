@@ -84,17 +84,19 @@ def test_accuracy_budget_guided_search_finds_the_smallest_passing(trained_lenet,
 
 @pytest.mark.parametrize("build", [residual_net, depthwise_net])
 def test_residual_and_depthwise_nets_shrink_to_a_bytes_and_macs_budget(build, tiny):
+    # Sizes and MACs are asserted, not accuracy: 600 images (60 validate) train and recover enough.
+    data = tiny.take(train=600, test=100)
     kc.keras.utils.set_random_seed(0)
     model = build(width=8)
     kc.models.compile_classifier(model, 3e-3)
-    kc.models.fit(model, tiny, epochs=1, batch_size=64, verbose=0)
-    base = kc.export.to_tflite(model, "int8", representative_data=tiny.representative(100), verbose=False)
+    kc.models.fit(model, data, epochs=1, batch_size=64, verbose=0)
+    base = kc.export.to_tflite(model, "int8", representative_data=data.representative(100), verbose=False)
     macs = kc.evaluation.keras_macs(model)
-    res = kc.compress(model, tiny, max_bytes=int(0.75 * len(base)), max_macs=int(0.75 * macs), qat_epochs=0,
+    res = kc.compress(model, data, max_bytes=int(0.75 * len(base)), max_macs=int(0.75 * macs), qat_epochs=0,
                       max_steps=4, **{**FAST, "step_fraction": 0.6})
     assert len(res.flatbuffer) <= 0.75 * len(base)
     assert res.winner["macs"] <= 0.75 * macs
-    out = kc.evaluation.litert.predict(res.flatbuffer, tiny.x_test[:16])
+    out = kc.evaluation.litert.predict(res.flatbuffer, data.x_test[:16])
     assert out.shape == (16, 10)
     moves = [r["move"] for r in res.records if r["phase"] == "explore"]
     assert moves  # it cut something

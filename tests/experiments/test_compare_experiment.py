@@ -20,8 +20,8 @@ def _args(out, **overrides):
     args = dict(dataset="mnist", model="lenet5", student="lenet5_student", epochs=1, finetune_epochs=1, qat_epochs=1,
                 batch_size=128, learning_rate=1e-3, qat_learning_rate=1e-4, sparsity=0.8, channel_ratio=0.5,
                 temperature=4.0, alpha=0.1, prune_distill_temperature=1.0, prune_distill_alpha=0.5,
-                prune_distill_hint="fc2", prune_distill_hint_weight=0.1, seed=0, output_dir=str(out), data_dir=None, max_train=1000,
-                max_test=200, latency_runs=2, latency_rounds=1, robustness_samples=50, clusters=16,
+                prune_distill_hint="fc2", prune_distill_hint_weight=0.1, seed=0, output_dir=str(out), data_dir=None, max_train=500,
+                max_test=100, latency_runs=2, latency_rounds=1, robustness_samples=50, clusters=16,
                 variants=["prune80_distill_qat_int8", "channels50_distill_int8"])
     args.update(overrides)
     return args

@@ -13,7 +13,7 @@ SCRIPT = pathlib.Path(__file__).resolve().parents[2] / "experiments" / "deep_com
 def test_deep_compression_script_writes_the_table(tmp_path):
     out = tmp_path / "run"
     cmd = [sys.executable, str(SCRIPT), "--models=lenet5", "--epochs=1", "--prune_epochs=1", "--cluster_epochs=1",
-           "--lowrank_epochs=1", "--max_train=1200", "--max_test=200", "--robust_samples=50", "--batch_size=128",
+           "--lowrank_epochs=1", "--max_train=600", "--max_test=100", "--robust_samples=50", "--batch_size=128",
            f"--output_dir={out}"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=dict(os.environ))
     assert proc.returncode == 0, proc.stderr[-3000:]

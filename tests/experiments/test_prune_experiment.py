@@ -13,7 +13,7 @@ SCRIPT = pathlib.Path(__file__).resolve().parents[2] / "experiments" / "prune.py
 def test_prune_script_writes_the_table(tmp_path):
     out = tmp_path / "run"
     cmd = [sys.executable, str(SCRIPT), "--epochs=1", "--finetune_epochs=1", "--schedule_end_epoch=1",
-           "--max_train=1200", "--max_test=200", "--batch_size=128", "--latency_runs=2", f"--output_dir={out}"]
+           "--max_train=600", "--max_test=100", "--batch_size=128", "--latency_runs=2", f"--output_dir={out}"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=dict(os.environ))
     assert proc.returncode == 0, proc.stderr[-3000:]
     payload = json.loads((out / "results.json").read_text())

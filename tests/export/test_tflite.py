@@ -59,6 +59,20 @@ def test_representative_data_forms(trained_lenet, mnist_small):
         assert kc.export.describe(flat).inputs[0].dtype == np.int8
 
 
+def test_the_variable_holder_converts_as_the_keras_model_would(trained_lenet, calibration, tmp_path, monkeypatch):
+    from kcompress._keras import tf
+    from kcompress.export import tflite
+
+    # The holder must save as a SavedModel itself: the converter falls back to another path silently.
+    spec = tflite.input_signature(trained_lenet)
+    concrete = tf.function(lambda x: trained_lenet(x, training=False)).get_concrete_function(spec)
+    tf.saved_model.save(tflite._variable_holder(trained_lenet), str(tmp_path / "holder"), signatures=concrete)
+    fast = kc.export.to_tflite(trained_lenet, "int8", representative_data=calibration, verbose=False)
+    monkeypatch.setattr(tflite, "_variable_holder", lambda model: model)  # the converter given the Keras model
+    keras_path = kc.export.to_tflite(trained_lenet, "int8", representative_data=calibration, verbose=False)
+    assert fast == keras_path
+
+
 def test_sparse_encoding_shrinks_a_mostly_zero_model(fresh_copy):
     model = fresh_copy()
     rng = np.random.default_rng(0)
