@@ -252,8 +252,6 @@ def _finish(out, ds, done, plan, args, seeds) -> list[dict]:
         stage_lines.append(f"- **{name}** ({took}): {steps}")
     machine = study.machine_info()
     notes = "\n".join([
-        study.spread_note(seeds),
-        "",
         f"Baseline: {args['model']} trained {args['epochs']} epochs (Adam {args['learning_rate']}, batch "
         f"{args['batch_size']}, best validation epoch). Every other row starts from it (students from scratch) and "
         f"uses it as the distillation teacher (T={args['temperature']}, alpha={args['alpha']}; after unstructured "
