@@ -2,23 +2,21 @@
 
     python experiments/compare.py                      # mnist, lenet5, into runs/compare
 
-Trains the baseline once, then runs every variant as a kcompress pipeline that
-starts from it (the baseline is also the distillation teacher). Each finished
-variant is stored in <output_dir>/variants/<name>.json with its flatbuffers, so a
-re-run with the same output dir and flags skips it (an interrupted run loses
-nothing). At the end all flatbuffers are timed against each other in one
-process, and results.json, results.csv, report.md, pareto.png and flags.json are
-written.
+For every seed of --seeds (default 0): trains the baseline once, then runs every
+variant as a kcompress pipeline that starts from it (the baseline is also the
+distillation teacher), on the shared runner (``kcompress.reporting.study``). Each
+finished variant is stored in <output_dir>/seed<N>/variants/<name>.json with its
+flatbuffers, so a re-run with the same output dir and flags skips it (an
+interrupted run loses nothing; adding seeds re-uses those done). At the end each
+seed's flatbuffers are timed against each other in one process, and
+results.json, results.csv, report.md (mean ± std over the seeds), pareto.png and
+flags.json are written.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import platform
-import sys
-import time
 
 from absl import app, flags, logging
 
@@ -35,13 +33,15 @@ from kcompress.pipeline import (
     QuantizeAware,
     Train,
 )
+from kcompress.reporting import study
 
 FLAGS = flags.FLAGS
 _FLAG_NAMES: list[str] = []
 # Flags that do not change results, so they do not invalidate finished variants.
-_NEUTRAL = {"output_dir", "variants", "latency_rounds", "data_dir", "compress_recipe"}  # the recipe: in its own row's pipeline
+# (The seed is part of every fingerprint: each seed's runs are stored apart, in seed<N>/.)
+_NEUTRAL = {"output_dir", "variants", "latency_rounds", "data_dir", "compress_recipe", "seeds"}  # the recipe: in its own row's pipeline
 # The flags the baseline depends on: changing others re-runs variants, not the baseline.
-_BASELINE = ("dataset", "model", "epochs", "batch_size", "learning_rate", "seed", "max_train", "max_test",
+_BASELINE = ("dataset", "model", "epochs", "batch_size", "learning_rate", "max_train", "max_test",
              "latency_runs", "robustness_samples")
 
 
@@ -82,16 +82,11 @@ def _compress_recipe(args):
     return Pipeline.from_config(meta["recipe"]), meta
 
 
-def define_flags():
-    """Defines this script's flags (a function so tests can import and reuse them)."""
-    before = set(FLAGS)
-    flags.DEFINE_enum("dataset", "mnist", sorted(kc.data.DATASETS), "Dataset.")
-    flags.DEFINE_enum("model", "lenet5", sorted(kc.models.MODELS), "Baseline (and teacher) model.")
+def _own_flags():
     flags.DEFINE_enum("student", "lenet5_student", sorted(kc.models.MODELS), "Small student model.")
     flags.DEFINE_integer("epochs", 10, "Training epochs of the baseline and of students.", lower_bound=1)
     flags.DEFINE_integer("finetune_epochs", 8, "Fine-tuning epochs after pruning.", lower_bound=1)
     flags.DEFINE_integer("qat_epochs", 2, "Quantization-aware fine-tuning epochs.", lower_bound=1)
-    flags.DEFINE_integer("batch_size", 256, "Batch size.", lower_bound=1)
     flags.DEFINE_float("learning_rate", 1e-3, "Adam learning rate (training and pruning fine-tunes).")
     flags.DEFINE_float("qat_learning_rate", 1e-4, "Adam learning rate of QAT fine-tuning.")
     flags.DEFINE_float("sparsity", 0.8, "Target sparsity of unstructured pruning.")
@@ -104,20 +99,30 @@ def define_flags():
     flags.DEFINE_float("prune_distill_alpha", 0.5, "Hard-label weight of the distillation after unstructured pruning.")
     flags.DEFINE_string("prune_distill_hint", "fc2", "Layer whose teacher features the pruned model also matches ('' for none).")
     flags.DEFINE_float("prune_distill_hint_weight", 0.1, "Weight of that feature hint.")
-    flags.DEFINE_integer("seed", 0, "Seed.", lower_bound=0)
-    flags.DEFINE_string("output_dir", "runs/compare", "Folder for results and artefacts (re-use to resume).")
-    flags.DEFINE_string("data_dir", None, "Folder with <dataset>.npz (else $KCOMPRESS_DATA_DIR, then tfds).")
-    flags.DEFINE_integer("max_train", None, "Use only the first N training samples (quick runs).")
-    flags.DEFINE_integer("max_test", None, "Evaluate on the first N test samples only (quick runs).")
-    flags.DEFINE_integer("latency_runs", 200, "Timed single-sample inferences per flatbuffer in evaluate.")
-    flags.DEFINE_integer("robustness_samples", 2000, "Test samples for the perturbed-input accuracies.", lower_bound=1)
     flags.DEFINE_integer("clusters", 16, "Shared weight values per layer in the prune + cluster variant.")
     flags.DEFINE_integer("latency_rounds", 20, "Interleaved rounds of the final same-process latency comparison.")
     flags.DEFINE_list("variants", None, "Run only these variants (default: all).")
     flags.DEFINE_string("compress_recipe", "auto", "A recipe found by experiments/compress.py, replayed as the "
                         "'compressed_budget' variant when it was found for --model; 'auto' takes "
                         "experiments/recipes/<model>_<dataset>.json if it exists, '' leaves the row out.")
-    _FLAG_NAMES[:] = sorted(set(FLAGS) - before)
+
+
+def define_flags():
+    """Defines this script's flags (a function so tests can import and reuse them)."""
+    _FLAG_NAMES[:] = study.define_flags(
+        _own_flags, output_dir="runs/compare", latency_runs=200, robustness_samples=2000,
+        help_texts={"model": "Baseline (and teacher) model.",
+                    "latency_runs": "Timed single-sample inferences per flatbuffer in evaluate."})
+    flags.adopt_module_key_flags(study)  # --help lists the shared flags too
+
+
+def baseline_pipeline(args: dict) -> Pipeline:
+    """The baseline: trained once per seed, saved, and the teacher and starting point of every pipeline."""
+    base_pipeline = Pipeline([Train(args["epochs"], args["batch_size"], args["learning_rate"]),
+                              Export("float32"), Export("dynamic"), Export("float16"), Export("int8"),
+                              Evaluate(keras=True, latency_runs=args["latency_runs"], robustness=True,
+                                       robustness_samples=args["robustness_samples"])], name="baseline")
+    return base_pipeline
 
 
 def variants(args: dict) -> dict[str, tuple[str, Pipeline]]:
@@ -166,98 +171,41 @@ def variants(args: dict) -> dict[str, tuple[str, Pipeline]]:
     return {name: (start, Pipeline(stages, name=name)) for name, (start, stages) in spec.items()}
 
 
-def _fingerprint(obj) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def _load_done(path, fingerprint):
-    if not os.path.isfile(path):
-        return None
-    try:
-        with open(path, encoding="utf-8") as f:
-            done = json.load(f)
-    except (OSError, ValueError):
-        logging.warning("Ignoring unreadable %s; the variant runs again.", path)
-        return None
-    if done.get("fingerprint") != fingerprint:
-        logging.info("%s was made with other settings; the variant runs again.", path)
-        return None
-    return done
-
-
 def run(args: dict) -> list[dict]:
-    """Runs (or resumes) every variant, then writes the report; returns the records."""
-    out = args["output_dir"]
-    os.makedirs(os.path.join(out, "variants"), exist_ok=True)
-    kc.keras.utils.set_random_seed(args["seed"])
-    ds = kc.data.load(args["dataset"], data_dir=args["data_dir"])
-    if args["max_train"] or args["max_test"]:
-        ds = ds.take(train=args["max_train"], test=args["max_test"])
-    settings = {k: v for k, v in args.items() if k not in _NEUTRAL}
-    all_variants = variants(args)
-    chosen = args["variants"] or list(all_variants)
-    unknown = [v for v in chosen if v not in all_variants]
-    if unknown:
-        raise ValueError(f"--variants names {unknown}, not among {list(all_variants)}.")
-    plan = ["baseline", *chosen]
-    t_start = time.perf_counter()
+    """Runs (or resumes) every variant over --seeds, then writes the report; returns every seed's records."""
+    seeds = study.parse_seeds(args["seeds"])
+    strategy = kc.models.get_strategy(args.get("strategy") or "default")
+    with kc.models.writable_dir(args["output_dir"], strategy) as out:
+        ds = study.load_dataset(args)
+        all_variants = variants(args)
+        chosen = args["variants"] or list(all_variants)
+        unknown = [v for v in chosen if v not in all_variants]
+        if unknown:
+            raise ValueError(f"--variants names {unknown}, not among {list(all_variants)}.")
+        # The compress recipe repeats its search's training only with the stage seeds it was found with.
+        entries = [study.Entry(name, *all_variants[name], stage_seeds=name == "compressed_budget") for name in chosen]
 
-    # The baseline: trained once, saved, and the teacher and starting point of every pipeline.
-    baseline_path = os.path.join(out, "baseline.keras")
-    base_pipeline = Pipeline([Train(args["epochs"], args["batch_size"], args["learning_rate"]),
-                              Export("float32"), Export("dynamic"), Export("float16"), Export("int8"),
-                              Evaluate(keras=True, latency_runs=args["latency_runs"], robustness=True,
-                                       robustness_samples=args["robustness_samples"])], name="baseline")
-    done = {}
-    for i, name in enumerate(plan, start=1):
-        start, pipeline = ("none", base_pipeline) if name == "baseline" else all_variants[name]
-        if name == "baseline":
-            fingerprint = _fingerprint({k: settings[k] for k in _BASELINE} | {"pipeline": pipeline.get_config()})
-        else:
-            fingerprint = _fingerprint({"settings": settings, "pipeline": pipeline.get_config(), "start": start,
-                                        "baseline": done["baseline"]["fingerprint"]})
-        path = os.path.join(out, "variants", f"{name}.json")
-        previous = _load_done(path, fingerprint)
-        if previous is not None and (name != "baseline" or os.path.isfile(baseline_path)):
-            logging.info("[%d/%d] %s: finished earlier, re-using %s", i, len(plan), name, path)
-            done[name] = previous
-            continue
-        elapsed = time.perf_counter() - t_start
-        logging.info("[%d/%d] %s (%s) — %.0f s elapsed", i, len(plan), name, pipeline, elapsed)
-        print(f"==> [{i}/{len(plan)}] {name}: {pipeline} ({elapsed:.0f} s elapsed)", flush=True)
-        kc.keras.utils.set_random_seed(args["seed"])
-        t0 = time.perf_counter()
-        if name == "baseline":
-            model = kc.models.get(args["model"], ds.input_shape, ds.num_classes, seed=args["seed"])
-            result = pipeline.run(ds, model=model, output_dir=out)
-            result.model.save(baseline_path + ".tmp.keras")
-            os.replace(baseline_path + ".tmp.keras", baseline_path)
-        else:
-            baseline = kc.keras.models.load_model(baseline_path, compile=False)
-            model = (baseline if start == "baseline"
-                     else kc.models.get(args["student"], ds.input_shape, ds.num_classes, seed=args["seed"]))
-            # The compress recipe repeats its search's training only with the stage seeds it was found with.
-            seed = args["seed"] if name == "compressed_budget" else None
-            result = pipeline.run(ds, model=model, teacher=baseline, output_dir=out, seed=seed)
-        record = {"fingerprint": fingerprint, "pipeline": pipeline.get_config(), "start": start,
-                  "seconds": time.perf_counter() - t0, "records": result.records, "log": result.log}
-        kc.export.write_atomic(path, json.dumps(record, indent=2, default=str) + "\n")
-        done[name] = record
+        def build(start, seed):
+            return kc.models.get(args["model"] if start == "model" else args[start], ds.input_shape, ds.num_classes,
+                                 seed=seed)
 
-    records = _finish(out, ds, done, plan, args)
-    logging.info("All %d variants done in %.0f s.", len(plan), time.perf_counter() - t_start)
-    return records
+        runner = study.Study(entries, build, settings={k: v for k, v in args.items() if k not in _NEUTRAL},
+                             baseline=study.Entry("baseline", "model", baseline_pipeline(args)),
+                             baseline_settings=_BASELINE,
+                             strategy=None if args.get("strategy", "default") == "default" else strategy)
+        done = runner.run(ds, out, seeds)
+        return _finish(out, ds, done, ["baseline", *chosen], args, seeds)
 
 
-def _finish(out, ds, done, plan, args) -> list[dict]:
-    """Same-process latency comparison, ratios, tables, plots."""
+def _measure_seed(folder, ds, done, plan, args) -> list[dict]:
+    """One seed's records: same-process latency comparison, TFLM arenas, ratios against its baseline."""
     records = [dict(r) for name in plan for r in done[name]["records"]]
     ref = next(r for r in records if r["variant"] == "baseline" and r["flatbuffer"] == "float32")
     base_acc = next(r for r in records if r["variant"] == "baseline" and r["flatbuffer"] == "keras")["accuracy"]
     flatbuffers = {}
     for r in records:
         if r["flatbuffer"] != "keras":
-            with open(os.path.join(out, f"{r['variant']}_{r['flatbuffer']}.tflite"), "rb") as f:
+            with open(os.path.join(folder, f"{r['variant']}_{r['flatbuffer']}.tflite"), "rb") as f:
                 flatbuffers[(r["variant"], r["flatbuffer"])] = f.read()
     keys = list(flatbuffers)
     timing = kc.evaluation.compare_latency({f"{v}/{f}": flatbuffers[(v, f)] for v, f in keys}, ds.x_test[:1],
@@ -282,13 +230,15 @@ def _finish(out, ds, done, plan, args) -> list[dict]:
         if r.get("entropy_bytes"):
             r["entropy_ratio"] = 4 * r["params"] / r["entropy_bytes"]
         r["label"] = key
-    resolved = dict(args, machine=f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
-                    tensorflow=kc.tf.__version__, command=" ".join([os.path.basename(sys.argv[0]), *sys.argv[1:]]))
-    kc.export.write_atomic(os.path.join(out, "flags.json"), json.dumps(resolved, indent=2) + "\n")
-    shipped = [r for r in records if r["flatbuffer"] != "keras"]
-    kc.reporting.plot_pareto(shipped, os.path.join(out, "pareto.png"), label="label",
-                             title=f"{args['model']} on {args['dataset']}: accuracy vs flatbuffer size")
-    int8 = [r for r in shipped if r["flatbuffer"].startswith("int8")]
+    return records
+
+
+def _finish(out, ds, done, plan, args, seeds) -> list[dict]:
+    """Measures every seed, then writes the tables of mean ± std over the seeds and the plot."""
+    records = [r for seed in seeds for r in _measure_seed(study.seed_dir(out, seed), ds, done[seed], plan, args)]
+    summary = study.summarize(records, by=("variant", "flatbuffer"))
+    base_acc = next(r for r in summary if r["variant"] == "baseline" and r["flatbuffer"] == "keras")["accuracy"]
+    int8 = [r for r in summary if r["flatbuffer"].startswith("int8")]
     best = max((r for r in int8 if r["accuracy"] >= base_acc - 0.002), key=lambda r: r["compression"], default=None)
     columns = ("variant", "flatbuffer", "accuracy", "accuracy_delta", "nonzero_params", "size_bytes", "gzip_bytes",
                "compression", "gzip_compression", "entropy_bytes", "entropy_ratio", "macs", "latency_ms", "latency_ratio",
@@ -297,9 +247,11 @@ def _finish(out, ds, done, plan, args) -> list[dict]:
     found = _compress_recipe(args)
     stage_lines = []
     for name in plan:
-        entry = done[name]
-        steps = " → ".join(f"{s['stage']} ({s['seconds']:.0f} s)" for s in entry["log"])
-        stage_lines.append(f"- **{name}** ({entry['seconds']:.0f} s): {steps}")
+        entries = [done[seed][name] for seed in seeds]
+        steps = " → ".join(f"{s['stage']} ({s['seconds']:.0f} s)" for s in entries[0]["log"])
+        took = ", ".join(f"{e['seconds']:.0f} s" for e in entries)
+        stage_lines.append(f"- **{name}** ({took}): {steps}")
+    machine = study.machine_info()
     notes = "\n".join([
         f"Baseline: {args['model']} trained {args['epochs']} epochs (Adam {args['learning_rate']}, batch "
         f"{args['batch_size']}, best validation epoch). Every other row starts from it (students from scratch) and "
@@ -315,7 +267,7 @@ def _finish(out, ds, done, plan, args) -> list[dict]:
         "`kc.export.measure_arena`), next to kcompress's estimate (`kc.export.estimate_arena`).",
         "",
         (f"Best int8 flatbuffer within 0.2 points of the baseline: **{best['label']}**, {100 * best['accuracy']:.2f}% "
-         f"at {best['size_bytes']:,} bytes, {best['compression']:.1f}x smaller than float32."
+         f"at {best['size_bytes']:,.0f} bytes, {best['compression']:.1f}x smaller than float32."
          if best else "No int8 flatbuffer is within 0.2 points of the baseline."),
         "",
         *([f"compressed_budget: the recipe `kc.compress` found for {found[1]['budget']} on {found[1]['dataset']} "
@@ -329,24 +281,29 @@ def _finish(out, ds, done, plan, args) -> list[dict]:
         "(Huffman-coded shared values and sparse index gaps plus codebooks; `kcompress.clustering."
         "entropy_coded_size`), entropy ratio = 4 x params / entropy bytes; none for quantization-aware models.",
         "",
-        kc.reporting.to_markdown(records, robust_cols),
-        "Stages:",
+        kc.reporting.to_markdown(summary, robust_cols),
+        "Stages (seconds per seed):",
         *stage_lines,
         "",
-        f"Machine: {resolved['machine']}, TensorFlow {resolved['tensorflow']}.",
+        f"Machine: {machine['cpu']} ({machine['cores']} cores; {' '.join(machine['isa'])}), "
+        f"TensorFlow {machine['tensorflow']}. Artefacts of seed N: seedN/.",
     ])
-    kc.reporting.write_results(out, records, resolved, title=f"Compression comparison: {args['model']} on {args['dataset']}",
-                               notes=notes, columns=columns)
+    study.write_outputs(out, records, args, title=f"Compression comparison: {args['model']} on {args['dataset']}",
+                        notes=notes, columns=columns, by=("variant", "flatbuffer"), summary=summary,
+                        pareto=dict(label="label", title=f"{args['model']} on {args['dataset']}: accuracy vs "
+                                    "flatbuffer size"))
     return records
 
 
 def main(argv):
     del argv
-    args = {name: FLAGS[name].value for name in _FLAG_NAMES}
+    args = study.flag_values(_FLAG_NAMES)
     records = run(args)
-    print(kc.reporting.to_markdown(records, ("variant", "flatbuffer", "accuracy", "accuracy_delta", "size_bytes",
+    summary = study.summarize(records, by=("variant", "flatbuffer"))
+    print(kc.reporting.to_markdown(summary, ("variant", "flatbuffer", "accuracy", "accuracy_delta", "size_bytes",
                                              "gzip_bytes", "compression", "latency_ms", "latency_ratio")))
-    print(f"Wrote {args['output_dir']}/results.json, results.csv, report.md, pareto.png and the flatbuffers.")
+    print(f"Wrote {args['output_dir']}/results.json, results.csv, report.md, pareto.png and, per seed, "
+          "seed<N>/ with the flatbuffers.")
 
 
 if __name__ == "__main__":

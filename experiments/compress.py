@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import sys
 import time
 
@@ -27,19 +26,15 @@ from absl import app, flags, logging
 
 import kcompress as kc
 from kcompress.pipeline import Pipeline, Train
+from kcompress.reporting import study
 
 FLAGS = flags.FLAGS
 _FLAG_NAMES: list[str] = []
 
 
-def define_flags():
-    """Defines this script's flags (a function so tests can import and reuse them)."""
-    before = set(FLAGS)
-    flags.DEFINE_enum("dataset", "mnist", sorted(kc.data.DATASETS), "Dataset.")
-    flags.DEFINE_enum("model", "lenet5", sorted(kc.models.MODELS), "Model to compress (trained first).")
+def _own_flags():
     flags.DEFINE_string("baseline_model", None, "A trained .keras model to compress instead of training --model.")
     flags.DEFINE_integer("epochs", 10, "Training epochs of the baseline.", lower_bound=1)
-    flags.DEFINE_integer("batch_size", 256, "Batch size of the baseline training.", lower_bound=1)
     flags.DEFINE_float("learning_rate", 1e-3, "Adam learning rate of the baseline training.")
     flags.DEFINE_integer("max_bytes", None, "Budget: int8 flatbuffer bytes.", lower_bound=1)
     flags.DEFINE_float("max_accuracy_drop", 0.002, "Budget: validation accuracy drop allowed (fraction; "
@@ -55,33 +50,21 @@ def define_flags():
     flags.DEFINE_float("alpha", 0.5, "Distillation hard-label weight.")
     flags.DEFINE_integer("compress_batch_size", 128, "Batch size of the recoveries.", lower_bound=1)
     flags.DEFINE_float("time_limit", None, "Seconds after which the search stops exploring / finishing.")
-    flags.DEFINE_list("seeds", ["0", "1", "2"], "The first seed searches; the recipe found is re-run with the others.")
-    flags.DEFINE_string("output_dir", "runs/compress", "Folder for results and artefacts (re-use to resume).")
     flags.DEFINE_string("search_dir", None, "Folder of the kc.compress search (default <output_dir>/search); a "
                         "search of the same model and settings with another budget is re-used from it.")
     flags.DEFINE_string("save_recipe", None, "Also write the recipe with what it was found for (model, dataset, "
                         "budget, command, result) to this file, e.g. experiments/recipes/<model>_<dataset>.json, "
                         "which compare.py replays as its compressed_budget row.")
-    flags.DEFINE_string("data_dir", None, "Folder with <dataset>.npz (else $KCOMPRESS_DATA_DIR, then tfds).")
-    flags.DEFINE_integer("max_train", None, "Use only the first N training samples (quick runs).")
-    flags.DEFINE_integer("max_test", None, "Evaluate on the first N test samples only (quick runs).")
-    _FLAG_NAMES[:] = sorted(set(FLAGS) - before)
 
 
-def _machine() -> dict:
-    cpu = platform.processor() or platform.machine()
-    isa = []
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            info = f.read()
-        cpu = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), cpu)
-        cpu_flags = next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), [])
-        isa = [f for f in ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8")
-               if f in cpu_flags]
-    except OSError:
-        pass
-    return {"cpu": cpu, "isa": isa, "cores": os.cpu_count(), "python": platform.python_version(),
-            "tensorflow": kc.tf.__version__, "kcompress": kc.__version__}
+def define_flags():
+    """Defines this script's flags (a function so tests can import and reuse them)."""
+    # No --strategy: the search writes from every worker and reads dataset.x_train (issue 15).
+    _FLAG_NAMES[:] = study.define_flags(
+        _own_flags, output_dir="runs/compress", omit=("strategy",), seeds=["0", "1", "2"],
+        help_texts={"model": "Model to compress (trained first).", "batch_size": "Batch size of the baseline training.",
+                    "seeds": "The first seed searches; the recipe found is re-run with the others."})
+    flags.adopt_module_key_flags(study)  # --help lists the shared flags too
 
 
 def _baseline(args, ds, out):
@@ -137,13 +120,9 @@ def _replay(recipe, ds, baseline, seed, out) -> dict:
 def run(args: dict) -> dict:
     out = args["output_dir"]
     os.makedirs(out, exist_ok=True)
-    seeds = [int(s) for s in args["seeds"]]
-    if not seeds or any(s < 0 for s in seeds):
-        raise ValueError(f"--seeds must list non-negative ints, got {args['seeds']!r}.")
+    seeds = study.parse_seeds(args["seeds"], "--seeds")
     t_start = time.perf_counter()
-    ds = kc.data.load(args["dataset"], data_dir=args["data_dir"])
-    if args["max_train"] or args["max_test"]:
-        ds = ds.take(train=args["max_train"], test=args["max_test"])
+    ds = study.load_dataset(args)
     baseline = _baseline(args, ds, out)
 
     print("==> sensitivity of each channel group (validation split, no fine-tuning)", flush=True)
@@ -174,7 +153,7 @@ def run(args: dict) -> dict:
         "size_bytes_mean": float(size.mean()), "size_bytes_max": int(size.max()),
         "size_ratio": base["float32_bytes"] / float(size.mean()), "seeds": seeds,
     }
-    resolved = dict(args, machine=_machine(), command=" ".join([os.path.basename(sys.argv[0]), *sys.argv[1:]]),
+    resolved = dict(args, machine=study.machine_info(), command=" ".join([os.path.basename(sys.argv[0]), *sys.argv[1:]]),
                     seconds=round(time.perf_counter() - t_start, 1), search_seconds=round(search_seconds, 1))
     kc.export.write_atomic(os.path.join(out, "flags.json"), json.dumps(resolved, indent=2) + "\n")
     payload = {"records": res.records, "winner": res.winner, "baseline": base, "runs": runs, "summary": summary,
@@ -213,7 +192,9 @@ def _report(args, res, runs, summary, sens, resolved) -> str:
     seeds_table = "\n".join(
         ["| seed | bytes | test accuracy (%) | validation accuracy (%) | seconds |", "|---:|---:|---:|---:|---:|"]
         + [f"| {r['seed']} | {r['size_bytes']:,} | {100 * r['test_accuracy']:.2f} | {100 * r['val_accuracy']:.2f} | "
-           f"{r['seconds']:.0f} |" for r in runs])
+           f"{r['seconds']:.0f} |" for r in runs]
+        + ([f"| mean ± std (n={len(runs)}) | {summary['size_bytes_mean']:,.0f} | {100 * summary['test_accuracy_mean']:.2f}"
+            f" ± {100 * summary['test_accuracy_std']:.2f} | – | – |"] if len(runs) > 1 else []))
     std = f" ± {100 * summary['test_accuracy_std']:.2f}" if len(runs) > 1 else ""
     return "\n".join([
         f"# compress: {args['model']} on {args['dataset']} ({res.budget.describe()})", "",
@@ -231,6 +212,7 @@ def _report(args, res, runs, summary, sens, resolved) -> str:
         "## Sensitivity of the original model", "", sens.to_markdown(), "![sensitivity](sensitivity.png)", "",
         "## Recipe", "", "```json", json.dumps(res.recipe.get_config(), indent=1), "```", "",
         "## Every candidate", "",
+        f"One search, seed {runs[0]['seed']} (n=1). "
         "Validation accuracy of each int8 flatbuffer in LiteRT (explore: after the step's short recovery, "
         "post-training quantized; finish: after full recovery, each export). The test set is used only for the winner.",
         "", records_markdown(res.records), "![pareto](pareto.png)", "",
@@ -241,7 +223,7 @@ def _report(args, res, runs, summary, sens, resolved) -> str:
 
 def main(argv):
     del argv
-    args = {name: FLAGS[name].value for name in _FLAG_NAMES}
+    args = study.flag_values(_FLAG_NAMES)
     payload = run(args)
     s, w = payload["summary"], payload["winner"]
     print(f"Winner: {w['size_bytes']:,} bytes ({w['size_ratio']:.1f}x), test accuracy {100 * w['test_accuracy']:.2f}%; "

@@ -11,15 +11,15 @@ relative sparse indices plus codebooks) against the float32 weights. Also
 product quantization of the pruned model (no fine-tuning) and, for LeNet-5,
 low-rank factorization of the dense layers at half the parameters, fine-tuned.
 Every variant is exported as a float32 flatbuffer (sparse encoding once pruned),
-whose accuracy and robustness to noise are measured in LiteRT. Writes
-results.json, results.csv, report.md, flags.json and the flatbuffers.
+whose accuracy and robustness to noise are measured in LiteRT. All of it once
+per --seeds (default 0); the tables show mean ± std over them. Writes
+results.json, results.csv, report.md, flags.json, and the flatbuffers of seed N
+into seedN/.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import platform
 import time
 
 from absl import app, flags, logging
@@ -27,6 +27,7 @@ from absl import app, flags, logging
 import kcompress as kc
 import kcompress.clustering
 import kcompress.factorization  # noqa: F401  (until kcompress/__init__ imports them)
+from kcompress.reporting import study
 
 FLAGS = flags.FLAGS
 _FLAG_NAMES: list[str] = []
@@ -36,9 +37,7 @@ PUBLISHED = {"lenet300_100": 40.0, "lenet5": 39.0}
 PRUNE_LAYERS = {"lenet300_100": ["fc1", "fc2"], "lenet5": ["fc1", "fc2"]}
 
 
-def define_flags():
-    """Defines this script's flags (a function so tests can import and reuse them)."""
-    before = set(FLAGS)
+def _own_flags():
     flags.DEFINE_list("models", ["lenet300_100", "lenet5"], "Zoo models to compress.")
     flags.DEFINE_integer("epochs", 10, "Baseline training epochs.", lower_bound=1)
     flags.DEFINE_integer("prune_epochs", 8, "Pruning fine-tune epochs.", lower_bound=1)
@@ -51,18 +50,20 @@ def define_flags():
     flags.DEFINE_integer("pq_subvector", 4, "Product quantization sub-vector length.", lower_bound=1)
     flags.DEFINE_integer("pq_codebook", 256, "Product quantization code-words per layer.", lower_bound=2)
     flags.DEFINE_float("lowrank_param_ratio", 0.5, "Low-rank: fraction of LeNet-5's parameters kept.")
-    flags.DEFINE_integer("batch_size", 256, "Batch size.", lower_bound=1)
     flags.DEFINE_float("learning_rate", 1e-3, "Adam learning rate of the baseline, pruning and low-rank.")
     flags.DEFINE_float("cluster_learning_rate", 1e-4, "Adam learning rate of clustering fine-tuning.")
-    flags.DEFINE_integer("robust_samples", 2000, "Test samples per robustness measurement.", lower_bound=1)
-    flags.DEFINE_integer("seed", 0, "Seed.", lower_bound=0)
-    flags.DEFINE_string("output_dir", "runs/deep_compression", "Folder for results and artefacts.")
-    flags.DEFINE_string("data_dir", None, "Folder with mnist.npz (else $KCOMPRESS_DATA_DIR, then tfds).")
-    flags.DEFINE_integer("max_train", None, "Use only the first N training samples (quick runs).")
-    flags.DEFINE_integer("max_test", None, "Evaluate on the first N test samples only (quick runs).")
-    flags.DEFINE_enum("strategy", "default", list(kc.models.STRATEGIES),
-                      "tf.distribute strategy for training; multiworker reads TF_CONFIG, only the chief writes.")
-    _FLAG_NAMES[:] = sorted(set(FLAGS) - before)
+
+
+def define_flags():
+    """Defines this script's flags (a function so tests can import and reuse them).
+
+    ``--robust_samples`` (the old name) is still read as ``--robustness_samples``.
+    """
+    _FLAG_NAMES[:] = study.define_flags(
+        _own_flags, output_dir="runs/deep_compression", omit=("model",), robustness_samples=2000,
+        help_texts={"robustness_samples": "Test samples per robustness measurement."},
+        aliases={"robust_samples": "robustness_samples"})
+    flags.adopt_module_key_flags(study)  # --help lists the shared flags too
 
 
 def _fit(model, ds, args, epochs, lr, callbacks=None, restore_best=False):
@@ -80,7 +81,7 @@ def _measure(name, variant, model, ds, out, args, sparse, entropy=None, extra=No
     kc.export.save(flat, os.path.join(out, f"{name}_{variant}.tflite"))
     r = kc.evaluation.evaluate(flat, ds, latency_runs=50)
     entropy = entropy if entropy is not None else kc.clustering.entropy_coded_size(model).as_dict()
-    robust = kc.evaluation.robustness(flat, ds, max_samples=args["robust_samples"], seed=args["seed"])
+    robust = kc.evaluation.robustness(flat, ds, max_samples=args["robustness_samples"], seed=args["seed"])
     record = {"model": name, "variant": f"{name} {variant}", "keras_accuracy": keras_acc, **r, **entropy,
               **robust, "sparsity": kc.pruning.sparsity(model).prunable, **(extra or {})}
     logging.info("%s: %s", record["variant"], {k: record[k] for k in ("accuracy", "size_bytes", "entropy_bytes")})
@@ -145,34 +146,25 @@ def _one_model(name, ds, out, args) -> list[dict]:
 
 
 def run(args: dict) -> list[dict]:
-    """Runs every model and variant and writes the outputs; returns the records."""
-    # Every worker of a multi-worker cluster runs this: models are built in the strategy's scope,
-    # and only the chief writes args["output_dir"] (the others write into a temporary folder).
-    strategy = kc.models.get_strategy(args.get("strategy", "default"))
-    with kc.models.writable_dir(args["output_dir"], strategy) as out, strategy.scope():
-        return _run({**args, "output_dir": out})
-
-
-def _run(args: dict) -> list[dict]:
-    out = args["output_dir"]
-    os.makedirs(out, exist_ok=True)
+    """Runs every model and variant for every seed and writes the outputs; returns every seed's records."""
     unknown = [m for m in args["models"] if m not in PRUNE_LAYERS]
     if unknown:
         raise ValueError(f"--models must be among {sorted(PRUNE_LAYERS)}, got {unknown}.")
-    ds = kc.data.load("mnist", data_dir=args["data_dir"])
-    if args["max_train"] or args["max_test"]:
-        ds = ds.take(train=args["max_train"], test=args["max_test"])
-    records = []
-    for name in args["models"]:
-        records += _one_model(name, ds, out, args)
-    resolved = dict(args)
-    resolved["machine"] = f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
-    kc.export.write_atomic(os.path.join(out, "flags.json"), json.dumps(resolved, indent=2) + "\n")
-    robust = [k for k in records[0] if k.startswith("robust_")]
-    columns = ("variant", "keras_accuracy", "accuracy", "accuracy_delta", "sparsity", "params", "nonzero_params",
-               "float32_bytes", "size_bytes", "gzip_bytes", "entropy_bytes", "entropy_ratio", "published_ratio",
-               *robust)
-    notes = (
+    with study.workspace(args) as out:
+        records = study.records_over_seeds(
+            args, lambda ds, a: [r for name in a["models"] for r in _one_model(name, ds, a["output_dir"], a)], out,
+            name="deep compression")
+        robust = [k for k in records[0] if k.startswith("robust_")]
+        columns = ("variant", "keras_accuracy", "accuracy", "accuracy_delta", "sparsity", "params", "nonzero_params",
+                   "float32_bytes", "size_bytes", "gzip_bytes", "entropy_bytes", "entropy_ratio", "published_ratio",
+                   *robust)
+        study.write_outputs(out, records, args, title=f"Deep Compression on {args['dataset']}", notes=_notes(args),
+                            columns=columns)
+        return records
+
+
+def _notes(args) -> str:
+    return (
         "Deep Compression accounting: 'float32_bytes' is every weight as a 32-bit float; 'entropy_bytes' is "
         "kc.clustering.entropy_coded_size (per tensor the cheapest of raw float32, Huffman-coded values, or "
         "Huffman-coded values plus Huffman-coded relative indices with filler zeros; codebooks and Huffman tables "
@@ -182,21 +174,18 @@ def _run(args: dict) -> list[dict]:
         "exactly. For PQ rows 'entropy_bytes' is the Huffman-coded 8-bit codes plus float32 codebooks and other "
         "weights. 'bytes' is the float32 flatbuffer (sparse encoding once pruned), 'accuracy' and robust_* are "
         "that flatbuffer in LiteRT (robust_*: first "
-        f"{args['robust_samples']} test images with seeded Gaussian noise of the given std, or salt-and-pepper on "
-        "the given fraction of pixels, clipped to [0, 1]). Δ acc is against the model's baseline flatbuffer. "
+        f"{args['robustness_samples']} test images with seeded Gaussian noise of the given std, or salt-and-pepper "
+        "on the given fraction of pixels, clipped to [0, 1]). Δ acc is against the model's baseline flatbuffer. "
         f"Pruning: fc1 and fc2 to the target sparsity over {max(1, args['prune_epochs'] // 2)} of "
         f"{args['prune_epochs']} epochs; clustering: {args['dense_clusters']} values per Dense, "
         f"{args['conv_clusters']} per Conv2D, zeros preserved, {args['cluster_epochs']} epochs at "
-        f"{args['cluster_learning_rate']}."
+        f"{args['cluster_learning_rate']}. Flatbuffers of seed N: seedN/."
     )
-    kc.reporting.write_results(out, records, resolved, title="Deep Compression on MNIST", notes=notes,
-                               columns=columns)
-    return records
 
 
 def main(argv):
     del argv
-    args = {name: FLAGS[name].value for name in _FLAG_NAMES}
+    args = study.flag_values(_FLAG_NAMES)
     run(args)
     if not kc.models.is_chief(kc.models.get_strategy(args["strategy"])):
         return  # only the chief wrote the report

@@ -29,37 +29,31 @@ results.json, results.csv, report.md and flags.json into --output_dir.
 from __future__ import annotations
 
 import inspect
-import json
 import math
 import os
-import platform
 import statistics
 import time
 
 from absl import app, flags, logging
 
 import kcompress as kc
+from kcompress.reporting import study
 
 FLAGS = flags.FLAGS
 _FLAG_NAMES: list[str] = []
 _COLUMNS = ("variant", "accuracy", "params", "nonzero_params", "size_bytes", "gzip_bytes", "latency_ms")
 
 
-def define_flags():
-    """Defines this script's flags (a function so tests can import and reuse them)."""
-    before = set(FLAGS)
-    flags.DEFINE_enum("dataset", "mnist", sorted(kc.data.DATASETS), "Dataset.")
+def _own_flags():
     flags.DEFINE_enum("teacher", "lenet5", sorted(kc.models.MODELS), "Zoo model of the teacher.")
     flags.DEFINE_string("teacher_model", None, "A trained teacher .keras file to load instead of training one.")
     flags.DEFINE_integer("teacher_epochs", 10, "Teacher training epochs (baseline protocol).", lower_bound=1)
     flags.DEFINE_enum("student", "mlp_tiny", sorted(kc.models.MODELS), "Zoo model of the student.")
     flags.DEFINE_integer("epochs", 40, "Training epochs of every student (scratch and distilled alike).", lower_bound=1)
-    flags.DEFINE_integer("batch_size", 256, "Batch size.", lower_bound=1)
     flags.DEFINE_float("learning_rate", 1e-3, "Adam learning rate of teacher and students.", lower_bound=0.0)
     flags.DEFINE_list("temperatures", ["1", "2", "4", "6", "8", "10"], "Distillation temperatures to sweep.")
     flags.DEFINE_list("alphas", ["0.1", "0.5"], "Candidate hard-label weights; chosen on the validation split.")
     flags.DEFINE_float("alpha_temperature", 4.0, "Temperature at which alpha is chosen.", lower_bound=0.0)
-    flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds of the students (weights and data order).")
     flags.DEFINE_float("validation_split", 0.1, "Fraction of the training split held out for model selection.")
     flags.DEFINE_float("prune_sparsity", 0.8, "Target sparsity of prune + fine-tune / prune + distill (0 skips).")
     flags.DEFINE_integer("prune_epochs", 4, "Recovery epochs of both pruned variants.", lower_bound=1)
@@ -70,14 +64,15 @@ def define_flags():
     flags.DEFINE_list("prune_hint_weights", ["0.03", "0.1"], "Candidate hint weights of prune + distill (with --prune_hint).")
     flags.DEFINE_string("hint", None, "student_layer:teacher_layer: also distill with a FitNets hint at the best T.")
     flags.DEFINE_float("hint_weight", 0.1, "Weight of the hint loss (with --hint).", lower_bound=0.0)
-    flags.DEFINE_string("output_dir", "runs/distill", "Folder for results and artefacts.")
-    flags.DEFINE_string("data_dir", None, "Folder with <dataset>.npz (else $KCOMPRESS_DATA_DIR, then tfds).")
-    flags.DEFINE_integer("max_train", None, "Use only the first N training samples (quick runs).")
-    flags.DEFINE_integer("max_test", None, "Evaluate on the first N test samples only (quick runs).")
-    flags.DEFINE_integer("latency_runs", 200, "Timed single-sample inferences per model.", lower_bound=1)
-    flags.DEFINE_enum("strategy", "default", list(kc.models.STRATEGIES),
-                      "tf.distribute strategy for training; multiworker reads TF_CONFIG, only the chief writes.")
-    _FLAG_NAMES[:] = sorted(set(FLAGS) - before)
+
+
+def define_flags():
+    """Defines this script's flags (a function so tests can import and reuse them)."""
+    _FLAG_NAMES[:] = study.define_flags(
+        _own_flags, output_dir="runs/distill", omit=("model",), seeds=["0", "1", "2"], latency_runs=200,
+        help_texts={"seeds": "Seeds of the students (weights and data order); the tables show mean ± std over them.",
+                    "latency_runs": "Timed single-sample inferences per model."})
+    flags.adopt_module_key_flags(study)  # --help lists the shared flags too
 
 
 def _floats(values, name, positive=False):
@@ -225,6 +220,11 @@ def _pct(value):
     return f"{100 * value:.2f}"
 
 
+def _pm(row):
+    """``mean ± std`` (%) of a seed-mean row; the value alone for one seed."""
+    return _pct(row["accuracy"]) + (f" ± {100 * row['accuracy_std']:.2f}" if row["num_seeds"] > 1 else "")
+
+
 def _summary_table(rows, seeds):
     lines = ["| variant | T | alpha | " + " | ".join(f"seed {s} (%)" for s in seeds)
              + " | mean (%) | std (pts) | val mean (%) | params | bytes | gzip bytes | latency (ms) |",
@@ -240,13 +240,13 @@ def _summary_table(rows, seeds):
 
 def _prune_table(rows, seeds):
     lines = ["| variant | " + " | ".join(f"seed {s} (%)" for s in seeds)
-             + " | mean (%) | sparsity (%) | nonzero | gzip bytes |",
+             + " | mean ± std (%) | sparsity (%) | nonzero | gzip bytes |",
              "|---|" + "---:|" * (len(seeds) + 4)]
     for r in rows:
         hint = f", hint {r['hint']} x{r['hint_weight']:g}" if r.get("hint_weight") else ""
         how = "" if r.get("alpha") is None else f" (T={r['temperature']:g}, alpha={r['alpha']:g}{hint})"
         lines.append(f"| {r['variant']}{how} | " + " | ".join(_pct(a) for a in r["seed_accuracies"])
-                     + f" | {_pct(r['accuracy'])} | {_pct(r['sparsity'])} | {r['nonzero_params']:,} | {r['gzip_bytes']:,} |")
+                     + f" | {_pm(r)} | {_pct(r['sparsity'])} | {r['nonzero_params']:,} | {r['gzip_bytes']:,} |")
     return "\n".join(lines) + "\n"
 
 
@@ -315,7 +315,7 @@ def _run(output_dir: str, dataset="mnist", teacher="lenet5", teacher_model=None,
                              temperature=args["alpha_temperature"], **info)
         candidates[alpha] = rec
         records.append(rec)
-    chosen_alpha = max(alphas, key=lambda x: candidates[x]["val_accuracy"])  # ties: the first listed
+    chosen_alpha = study.select_on_validation(candidates)  # ties: the first listed
     logging.info("Chose alpha=%g on the validation split", chosen_alpha)
 
     scratch, distilled = [], {t: [] for t in temperatures}
@@ -344,7 +344,7 @@ def _run(output_dir: str, dataset="mnist", teacher="lenet5", teacher_model=None,
     for t in temperatures:
         summary.append(_mean_record(f"distilled T={t:g}", distilled[t], role="distilled_mean", temperature=t,
                                     alpha=chosen_alpha))
-    best = max(summary[1:], key=lambda r: r["val_accuracy"])
+    best = summary[1:][study.select_on_validation(dict(enumerate(summary[1:])))]
     best["best_by_validation"] = True
     gain = 100 * (best["accuracy"] - summary[0]["accuracy"])
     logging.info("Best T=%g (validation): %.2f%% vs scratch %.2f%% (%+.2f pts)", best["temperature"],
@@ -381,7 +381,7 @@ def _run(output_dir: str, dataset="mnist", teacher="lenet5", teacher_model=None,
                                  hint_weight=w, **info)
             prune_candidates[(alpha, t, w)] = rec
             records.append(rec)
-        chosen = max(prune_candidates, key=lambda k: prune_candidates[k]["val_accuracy"])  # ties: first in grid
+        chosen = study.select_on_validation(prune_candidates)  # ties: first in grid
         p_alpha, p_temp, p_weight = chosen
         logging.info("Chose alpha=%g T=%g hint weight %g for prune + distill on the validation split", *chosen)
         prune_selection = dict(candidates=prune_candidates, chosen=chosen)
@@ -417,13 +417,10 @@ def _run(output_dir: str, dataset="mnist", teacher="lenet5", teacher_model=None,
                     gain_points=gain, prune_gain_points=prune_gain, total_seconds=total_s)
     if prune_selection:
         resolved["prune_chosen"] = dict(zip(("alpha", "temperature", "hint_weight"), prune_selection["chosen"], strict=True))
-    resolved["machine"] = f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.python_implementation()} {platform.python_version()}"
-    resolved["tensorflow"] = kc.tf.__version__
-    kc.export.write_atomic(os.path.join(output_dir, "flags.json"), json.dumps(resolved, indent=2) + "\n")
-    kc.reporting.write_results(output_dir, records, resolved, title="Distillation", columns=_COLUMNS)
-    kc.export.write_atomic(os.path.join(output_dir, "report.md"),
-                           _report(records, summary, best, prune_rows, prune_selection, args, chosen_alpha,
-                                   candidates, gain, total_s))
+    study.write_outputs(output_dir, records, resolved, title="Distillation", columns=_COLUMNS,
+                        summary=[r for r in records if r["role"].endswith("_mean")],
+                        report=_report(records, summary, best, prune_rows, prune_selection, args, chosen_alpha,
+                                       candidates, gain, total_s))
     return records
 
 
@@ -438,11 +435,12 @@ def _report(records, summary, best, prune_rows, prune_selection, args, chosen_al
         f"{teacher_rec['size_bytes']:,} bytes (float32 flatbuffer), {teacher_rec['latency_ms']:.4f} ms. "
         f"Student: {scratch['params']:,} params ({100 / ratio:.1f}% of the teacher, {ratio:.1f}x smaller).\n",
         f"**Best distilled student (T={best['temperature']:g}, alpha={chosen_alpha:g}, chosen on validation): "
-        f"{_pct(best['accuracy'])}% vs {_pct(scratch['accuracy'])}% from scratch, {gain:+.2f} points "
+        f"{_pm(best)}% vs {_pm(scratch)}% from scratch, {gain:+.2f} points "
         f"(mean of {len(args['seeds'])} seeds, {args['epochs']} epochs each).**\n",
         "## Temperature sweep (test accuracy per seed)\n",
+        study.spread_note(args["seeds"]) + "\n",
         _summary_table(summary, args["seeds"]),
-        f"\n## Alpha selection (seed {args['seeds'][0]}, T={args['alpha_temperature']:g}, validation split)\n",
+        f"\n## Alpha selection (seed {args['seeds'][0]}, n=1, T={args['alpha_temperature']:g}, validation split)\n",
         "| alpha | val accuracy (%) | test accuracy (%) |\n|---:|---:|---:|\n"
         + "".join(f"| {a:g}{' (chosen)' if a == chosen_alpha else ''} | {_pct(r['val_accuracy'])} | {_pct(r['accuracy'])} |\n"
                   for a, r in candidates.items()),
@@ -453,11 +451,11 @@ def _report(records, summary, best, prune_rows, prune_selection, args, chosen_al
         parts += [
             f"\n## Prune {100 * args['prune_sparsity']:g}% + recovery ({args['prune_epochs']} epochs, "
             f"seeds {', '.join(map(str, args['prune_seeds']))})\n",
-            f"**Prune + distill {_pct(dist['accuracy'])}% vs prune + fine-tune {_pct(ft['accuracy'])}%: "
+            f"**Prune + distill {_pm(dist)}% vs prune + fine-tune {_pm(ft)}%: "
             f"{100 * (dist['accuracy'] - ft['accuracy']):+.3f} points (mean of {len(args['prune_seeds'])} seeds, "
             f"better on {wins} of them), equal epochs.**\n",
             _prune_table(prune_rows, args["prune_seeds"]),
-            f"\nalpha, T and hint weight of prune + distill chosen on the validation split (seed "
+            f"\nalpha, T and hint weight of prune + distill chosen on the validation split (n=1, seed "
             f"{args['prune_seeds'][0]}; hint: {args['prune_hint'] or 'none'}):\n",
             "| alpha | T | hint weight | val accuracy (%) | test accuracy (%) |\n|---:|---:|---:|---:|---:|\n"
             + "".join(f"| {a:g} | {t:g} | {w:g}{' (chosen)' if (a, t, w) == prune_selection['chosen'] else ''} | "
@@ -481,7 +479,7 @@ def _report(records, summary, best, prune_rows, prune_selection, args, chosen_al
 
 def main(argv):
     del argv
-    values = {name: FLAGS[name].value for name in _FLAG_NAMES}
+    values = study.flag_values(_FLAG_NAMES)
     run(FLAGS.output_dir, FLAGS.dataset, FLAGS.teacher, FLAGS.teacher_model, FLAGS.teacher_epochs, FLAGS.student,
         FLAGS.epochs, FLAGS.batch_size, FLAGS.learning_rate, FLAGS.temperatures, FLAGS.alphas,
         FLAGS.alpha_temperature, FLAGS.seeds, FLAGS.validation_split, FLAGS.prune_sparsity, FLAGS.prune_epochs,

@@ -7,21 +7,21 @@ Every flatbuffer is measured in LiteRT over the whole test set (accuracy, top-1 
 max logit error against the Keras model it came from, bytes, zlib bytes). Latencies are taken
 in one process, interleaved over --latency_rounds rounds, both with LiteRT's default XNNPACK
 delegate and with its builtin kernels; ratios are per round against the float32 flatbuffer.
-Writes into --output_dir: results.json, results.csv, report.md, flags.json, the flatbuffers,
-the Keras models (.keras baseline, .h5 QAT models) and micro/ (the TFLite Micro bundle of the
-QAT int8 model).
+All of it once per --seeds (default 0); the tables show mean ± std over them. Writes into
+--output_dir: results.json, results.csv, report.md, flags.json, and per seed into seed<N>/ the
+flatbuffers, the Keras models (.keras baseline, .h5 QAT models) and micro/ (the TFLite Micro
+bundle of the QAT int8 model).
 """
 
 from __future__ import annotations
 
-import json
 import os
-import platform
 import time
 
 from absl import app, flags, logging
 
 import kcompress as kc
+from kcompress.reporting import study
 
 FLAGS = flags.FLAGS
 _FLAG_NAMES: list[str] = []
@@ -29,14 +29,9 @@ _FLAG_NAMES: list[str] = []
 PUBLISHED = {"ptq_int8": 0.9725, "qat_int8": 0.9832}
 
 
-def define_flags():
-    """Defines this script's flags (a function so tests can import and reuse them)."""
-    before = set(FLAGS)
-    flags.DEFINE_enum("dataset", "mnist", sorted(kc.data.DATASETS), "Dataset.")
-    flags.DEFINE_enum("model", "lenet5", sorted(kc.models.MODELS), "Zoo model.")
+def _own_flags():
     flags.DEFINE_string("baseline_model", None, "A trained .keras model to start from (else train one).")
     flags.DEFINE_integer("epochs", 10, "Baseline training epochs (when no --baseline_model).", lower_bound=1)
-    flags.DEFINE_integer("batch_size", 256, "Batch size of every training run.", lower_bound=1)
     flags.DEFINE_float("learning_rate", 1e-3, "Adam learning rate of the baseline.", lower_bound=0.0)
     flags.DEFINE_float("validation_split", 0.1, "Fraction of the training split held out for validation.")
     flags.DEFINE_integer("qat_epochs", 2, "QAT fine-tuning epochs.", lower_bound=1)
@@ -46,29 +41,16 @@ def define_flags():
     flags.DEFINE_float("prune_learning_rate", 5e-4, "Adam learning rate while pruning.", lower_bound=0.0)
     flags.DEFINE_bool("plain_qat_of_pruned", True, "Also run plain QAT on the pruned model, to show zeros regrow.")
     flags.DEFINE_integer("calibration_samples", 500, "Representative samples for static int8.", lower_bound=1)
-    flags.DEFINE_integer("seed", 0, "Seed for weights, shuffling and calibration samples.", lower_bound=0)
-    flags.DEFINE_string("output_dir", "runs/quantize", "Folder for results and artefacts.")
-    flags.DEFINE_string("data_dir", None, "Folder with <dataset>.npz (else $KCOMPRESS_DATA_DIR, then tfds).")
-    flags.DEFINE_integer("max_train", None, "Use only the first N training samples (quick runs).")
-    flags.DEFINE_integer("max_test", None, "Evaluate on the first N test samples only (quick runs).")
     flags.DEFINE_integer("latency_rounds", 100, "Interleaved latency rounds.", lower_bound=1)
-    flags.DEFINE_integer("latency_runs", 50, "Timed single-sample inferences per variant per round.", lower_bound=1)
-    flags.DEFINE_enum("strategy", "default", list(kc.models.STRATEGIES),
-                      "tf.distribute strategy for training; multiworker reads TF_CONFIG, only the chief writes.")
-    _FLAG_NAMES[:] = sorted(set(FLAGS) - before)
 
 
-def _baseline(ds, args):
-    if args["baseline_model"]:
-        logging.info("Loading the baseline from %s", args["baseline_model"])
-        return kc.keras.models.load_model(args["baseline_model"], compile=False), 0.0
-    kc.keras.utils.set_random_seed(args["seed"])
-    model = kc.models.get(args["model"], ds.input_shape, ds.num_classes, seed=args["seed"])
-    kc.models.compile_classifier(model, args["learning_rate"])
-    t0 = time.perf_counter()
-    kc.models.fit(model, ds, epochs=args["epochs"], batch_size=args["batch_size"],
-                  validation_split=args["validation_split"], restore_best=args["validation_split"] > 0)
-    return model, time.perf_counter() - t0
+def define_flags():
+    """Defines this script's flags (a function so tests can import and reuse them)."""
+    _FLAG_NAMES[:] = study.define_flags(
+        _own_flags, output_dir="runs/quantize", latency_runs=50,
+        help_texts={"batch_size": "Batch size of every training run.",
+                    "latency_runs": "Timed single-sample inferences per variant per round."})
+    flags.adopt_module_key_flags(study)  # --help lists the shared flags too
 
 
 def _qat(model, ds, args, preserve_sparsity=None):
@@ -95,21 +77,22 @@ def _record(variant, flat, source, ds, out, args, **extra):
 
 
 def run(args: dict) -> list[dict]:
-    """Runs every variant and writes the outputs; returns the records."""
-    # Every worker of a multi-worker cluster runs this: models are built in the strategy's scope,
-    # and only the chief writes args["output_dir"] (the others write into a temporary folder).
-    strategy = kc.models.get_strategy(args.get("strategy", "default"))
-    with kc.models.writable_dir(args["output_dir"], strategy) as out, strategy.scope():
-        return _run({**args, "output_dir": out})
+    """Runs every variant for every seed and writes the outputs; returns every seed's records."""
+    with study.workspace(args) as out:
+        records = study.records_over_seeds(args, _one_seed, out, name="quantize")
+        micro = next(r for r in records if r["variant"] == "qat_int8")["micro"]  # the first seed's
+        records = [{k: v for k, v in r.items() if k != "micro"} for r in records]
+        summary = study.summarize(records)
+        study.write_outputs(out, records, args, title=f"Quantization: {args['model']} on {args['dataset']}",
+                            notes=_notes(summary, args, micro), columns=COLUMNS, summary=summary,
+                            extra={"flags": {"micro": micro}})
+        return records
 
 
-def _run(args: dict) -> list[dict]:
+def _one_seed(ds, args: dict) -> list[dict]:
+    """One seed's study into args["output_dir"]; returns its records."""
     out = args["output_dir"]
-    os.makedirs(out, exist_ok=True)
-    ds = kc.data.load(args["dataset"], data_dir=args["data_dir"])
-    if args["max_train"] or args["max_test"]:
-        ds = ds.take(train=args["max_train"], test=args["max_test"])
-    base, train_s = _baseline(ds, args)
+    base, train_s = study.train_or_load(ds, args, args["seed"], args["validation_split"])
     base.save(os.path.join(out, "baseline.keras"))
     keras_row = {"variant": "keras_float32", **kc.evaluation.evaluate(base, ds, latency_runs=10)}
     keras_row.pop("latency_ms")
@@ -176,15 +159,11 @@ def _run(args: dict) -> list[dict]:
     records = [keras_row, *records]
     records[0]["train_seconds"] = train_s
 
-    resolved = dict(args)
-    resolved["machine"] = f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
-    resolved["tensorflow"] = kc.tf.__version__
-    resolved["micro"] = {"ops": list(bundle.ops), "resolver_methods": list(bundle.resolver_methods),
-                         "arena_bytes": bundle.arena_bytes, "arena_tensors_bytes": bundle.arena.tensors_bytes,
-                         "header": os.path.relpath(bundle.header_path, out)}
-    kc.export.write_atomic(os.path.join(out, "flags.json"), json.dumps(resolved, indent=2) + "\n")
-    kc.reporting.write_results(out, records, resolved, title=f"Quantization: {args['model']} on {args['dataset']}",
-                               notes=_notes(records, args, bundle), columns=COLUMNS)
+    by = {r["variant"]: r for r in records}
+    by["qat_int8"]["micro"] = {"ops": list(bundle.ops), "resolver_methods": list(bundle.resolver_methods),
+                               "arena_bytes": bundle.arena_bytes, "arena_tensors_bytes": bundle.arena.tensors_bytes,
+                               "arena_overhead_bytes": bundle.arena.overhead_bytes,
+                               "header": os.path.relpath(bundle.header_path, out)}
     return records
 
 
@@ -192,7 +171,7 @@ COLUMNS = ("variant", "format", "accuracy", "keras_accuracy", "top1_agreement", 
            "size_bytes", "gzip_bytes", "compression", "latency_ms", "latency_ratio", "latency_ratio_builtin")
 
 
-def _notes(records, args, bundle) -> str:
+def _notes(records, args, micro) -> str:
     by = {r["variant"]: r for r in records}
     lines = [
         f"{args['model']} on {args['dataset']}: baseline {args['epochs']} epochs, Adam {args['learning_rate']}, "
@@ -231,17 +210,19 @@ def _notes(records, args, bundle) -> str:
             lines[-1] += (f" Plain QAT of the same pruned model: {by['pruned_plain_qat_int8']['nonzero_params']:,} "
                           "nonzero weights (the zeros grow back).")
     lines += ["", (
-        f"TFLite Micro bundle (micro/): ops {', '.join(bundle.ops)}; estimated arena {bundle.arena_bytes:,} bytes "
-        f"({bundle.arena.tensors_bytes:,} planned tensors + {bundle.arena.overhead_bytes:,} overhead).")]
+        f"TFLite Micro bundle (seed{args['seeds'][0]}/micro/): ops {', '.join(micro['ops'])}; estimated arena "
+        f"{micro['arena_bytes']:,} bytes ({micro['arena_tensors_bytes']:,} planned tensors + "
+        f"{micro['arena_overhead_bytes']:,} overhead).")]
     return "\n".join(lines)
 
 
 def main(argv):
     del argv
-    args = {name: FLAGS[name].value for name in _FLAG_NAMES}
+    args = study.flag_values(_FLAG_NAMES)
     records = run(args)
-    print(kc.reporting.to_markdown(records, COLUMNS))
-    print(f"Wrote {args['output_dir']}/results.json, report.md, results.csv, the flatbuffers and micro/.")
+    print(kc.reporting.to_markdown(study.summarize(records), COLUMNS))
+    print(f"Wrote {args['output_dir']}/results.json, report.md, results.csv and, per seed, seed<N>/ with the "
+          "flatbuffers and micro/.")
 
 
 if __name__ == "__main__":

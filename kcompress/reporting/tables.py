@@ -88,15 +88,39 @@ def _fmt(key, value) -> str:
     return str(value)
 
 
+def _fmt_std(key, value) -> str:
+    """A standard deviation in the unit its mean is shown in (points for accuracies)."""
+    if key in ("accuracy", "keras_accuracy", "sparsity", "target_sparsity", "top1_agreement") or key.startswith("robust_"):
+        return f"{100 * value:.2f}"
+    if key == "accuracy_delta" or key.endswith("ratio") or key in ("compression", "gzip_compression"):
+        return f"{value:.2f}"
+    if key == "latency_ms":
+        return f"{value:.4f}" if value < 0.1 else f"{value:.3f}"
+    return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3g}"
+
+
+def _cell(key, record) -> str:
+    """``mean ± std`` where the record is a summary over several seeds and they differ, else the value."""
+    text = _fmt(key, record.get(key))
+    std = record.get(f"{key}_std")
+    if record.get("n", 1) > 1 and isinstance(std, float) and std > 0 and not math.isnan(std):
+        text += f" ± {_fmt_std(key, std)}"
+    return text
+
+
 def to_markdown(records: list[dict], columns=DEFAULT_COLUMNS) -> str:
-    """A Markdown table of ``records`` (columns no record has are left out)."""
+    """A Markdown table of ``records`` (columns no record has are left out).
+
+    A summary row of several seeds (``kcompress.reporting.study.summarize``: ``n`` > 1 and a
+    ``<column>_std``) shows ``mean ± std``.
+    """
     cols = [c for c in columns if any(c in r for r in records)]
     lines = [
         "| " + " | ".join(_HEADERS.get(c, c) for c in cols) + " |",
         "|" + "|".join("---" if c in ("variant", "format", "flatbuffer") else "---:" for c in cols) + "|",
     ]
     for r in records:
-        lines.append("| " + " | ".join(_fmt(c, r.get(c)) for c in cols) + " |")
+        lines.append("| " + " | ".join(_cell(c, r) for c in cols) + " |")
     return "\n".join(lines) + "\n"
 
 

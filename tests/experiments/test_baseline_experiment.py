@@ -13,17 +13,20 @@ SCRIPT = pathlib.Path(__file__).resolve().parents[2] / "experiments" / "baseline
 def test_baseline_script_writes_every_output(tmp_path):
     out = tmp_path / "run"
     cmd = [sys.executable, str(SCRIPT), "--dataset=mnist", "--model=tiny_cnn", "--epochs=2", "--batch_size=64", "--learning_rate=0.003", "--max_train=3000",
-           "--max_test=300", "--latency_runs=2", "--calibration_samples=20", f"--output_dir={out}"]
+           "--max_test=300", "--latency_runs=2", "--calibration_samples=20", "--seeds=0,1", f"--output_dir={out}"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=dict(os.environ))
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert {"results.json", "results.csv", "report.md", "flags.json", "model.keras",
-            "tiny_cnn_float32.tflite", "tiny_cnn_int8.tflite"} <= set(os.listdir(out))
+    assert {"results.json", "results.csv", "report.md", "flags.json"} <= set(os.listdir(out))
+    for seed in (0, 1):
+        assert {"model.keras", "tiny_cnn_float32.tflite", "tiny_cnn_int8.tflite"} <= set(os.listdir(out / f"seed{seed}"))
     payload = json.loads((out / "results.json").read_text())
-    variants = [r["variant"] for r in payload["records"]]
+    variants = [r["variant"] for r in payload["records"] if r["seed"] == 0]
     assert variants == ["keras", "tflite_float32", "tflite_dynamic", "tflite_float16", "tflite_int8"]
     int8 = payload["records"][-1]
-    assert int8["num_samples"] == 300 and 0.8 < int8["accuracy"] <= 1.0
-    assert int8["size_bytes"] == (out / "tiny_cnn_int8.tflite").stat().st_size
+    assert int8["seed"] == 1 and int8["num_samples"] == 300 and 0.8 < int8["accuracy"] <= 1.0
+    assert int8["size_bytes"] == (out / "seed1" / "tiny_cnn_int8.tflite").stat().st_size
+    assert [r["n"] for r in payload["summary"]] == [2] * 5
+    assert " ± " in (out / "report.md").read_text() and "(n=2)" in (out / "report.md").read_text()
     assert payload["flags"]["epochs"] == 2 and payload["flags"]["model"] == "tiny_cnn"
     assert "| tflite_int8 |" in (out / "report.md").read_text()
     assert "| tflite_int8 |" in proc.stdout  # the summary table at the end

@@ -20,7 +20,7 @@ def _args(out, **overrides):
     args = dict(dataset="mnist", model="lenet5", student="lenet5_student", epochs=1, finetune_epochs=1, qat_epochs=1,
                 batch_size=128, learning_rate=1e-3, qat_learning_rate=1e-4, sparsity=0.8, channel_ratio=0.5,
                 temperature=4.0, alpha=0.1, prune_distill_temperature=1.0, prune_distill_alpha=0.5,
-                prune_distill_hint="fc2", prune_distill_hint_weight=0.1, seed=0, output_dir=str(out), data_dir=None, max_train=500,
+                prune_distill_hint="fc2", prune_distill_hint_weight=0.1, seeds=["0"], strategy="default", output_dir=str(out), data_dir=None, max_train=500,
                 max_test=100, latency_runs=2, latency_rounds=1, robustness_samples=50, clusters=16,
                 variants=["prune80_distill_qat_int8", "channels50_distill_int8"])
     args.update(overrides)
@@ -34,8 +34,8 @@ def test_runs_resumes_and_reruns_only_what_is_missing(compare, tmp_path, monkeyp
     labels = {(r["variant"], r["flatbuffer"]) for r in records}
     assert {("baseline", "keras"), ("baseline", "float32"), ("baseline", "int8"),
             ("prune80_distill_qat_int8", "int8"), ("channels50_distill_int8", "int8")} <= labels
-    for name in ("results.json", "results.csv", "report.md", "pareto.png", "flags.json", "baseline.keras",
-                 "channels50_distill_int8_int8.tflite", "variants/baseline.json"):
+    for name in ("results.json", "results.csv", "report.md", "pareto.png", "flags.json", "seed0/baseline.keras",
+                 "seed0/channels50_distill_int8_int8.tflite", "seed0/variants/baseline.json"):
         assert (out / name).exists(), name
     by = {(r["variant"], r["flatbuffer"]): r for r in json.loads((out / "results.json").read_text())["records"]}
     assert by[("baseline", "float32")]["latency_ratio"] == 1.0
@@ -45,7 +45,7 @@ def test_runs_resumes_and_reruns_only_what_is_missing(compare, tmp_path, monkeyp
     assert by[("prune80_distill_qat_int8", "int8")]["nonzero_params"] < 0.22 * by[("baseline", "int8")]["params"]
     assert "![accuracy vs size](pareto.png)" in (out / "report.md").read_text()
     # Unstructured pruning recovers on logits plus the teacher's fc2 features.
-    log = json.loads((out / "variants" / "prune80_distill_qat_int8.json").read_text())["log"]
+    log = json.loads((out / "seed0" / "variants" / "prune80_distill_qat_int8.json").read_text())["log"]
     assert log[0]["finetune"] == "distill(T=1.0, alpha=0.5, hint=fc2 x0.1)"
     assert "plus the teacher's fc2 features x0.1" in (out / "report.md").read_text()
 
@@ -61,14 +61,29 @@ def test_runs_resumes_and_reruns_only_what_is_missing(compare, tmp_path, monkeyp
     assert ran == []
 
     # An interrupted run: one variant never wrote its completion file, another's is cut short.
-    os.remove(out / "variants" / "channels50_distill_int8.json")
-    (out / "variants" / "prune80_distill_qat_int8.json").write_text('{"fingerprint": "abc", "reco')
+    os.remove(out / "seed0" / "variants" / "channels50_distill_int8.json")
+    (out / "seed0" / "variants" / "prune80_distill_qat_int8.json").write_text('{"fingerprint": "abc", "reco')
     compare.run(_args(out))
     assert sorted(ran) == ["channels50_distill_int8", "prune80_distill_qat_int8"]
 
     ran.clear()
     compare.run(_args(out, temperature=2.0, variants=["channels50_distill_int8"]))  # other settings: re-run
     assert ran == ["channels50_distill_int8"]  # the baseline does not depend on the temperature
+
+
+@pytest.mark.slow
+def test_two_seeds_report_mean_and_std(compare, tmp_path):
+    out = tmp_path / "cmp2"
+    records = compare.run(_args(out, seeds=["0", "1"], variants=["student_scratch"], max_train=500, max_test=100,
+                                robustness_samples=20))
+    assert sorted({r["seed"] for r in records}) == [0, 1]
+    payload = json.loads((out / "results.json").read_text())
+    row = next(r for r in payload["summary"] if (r["variant"], r["flatbuffer"]) == ("student_scratch", "float32"))
+    accs = [r["accuracy"] for r in records if (r["variant"], r["flatbuffer"]) == ("student_scratch", "float32")]
+    assert row["n"] == 2 and row["accuracy"] == pytest.approx(sum(accs) / 2)
+    report = (out / "report.md").read_text()
+    assert " ± " in report and "over seeds 0, 1 (n=2)" in report
+    assert (out / "seed1" / "baseline.keras").exists() and payload["flags"]["machine"]["cores"] >= 1
 
 
 def test_unknown_variant(compare, tmp_path):

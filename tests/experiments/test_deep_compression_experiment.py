@@ -13,12 +13,12 @@ SCRIPT = pathlib.Path(__file__).resolve().parents[2] / "experiments" / "deep_com
 def test_deep_compression_script_writes_the_table(tmp_path):
     out = tmp_path / "run"
     cmd = [sys.executable, str(SCRIPT), "--models=lenet5", "--epochs=1", "--prune_epochs=1", "--cluster_epochs=1",
-           "--lowrank_epochs=1", "--max_train=600", "--max_test=100", "--robust_samples=50", "--batch_size=128",
-           f"--output_dir={out}"]
+           "--lowrank_epochs=1", "--max_train=600", "--max_test=100", "--robustness_samples=50", "--batch_size=128",
+           "--seeds=0,1", f"--output_dir={out}"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=dict(os.environ))
     assert proc.returncode == 0, proc.stderr[-3000:]
     payload = json.loads((out / "results.json").read_text())
-    rows = {r["variant"]: r for r in payload["records"]}
+    rows = {r["variant"]: r for r in payload["records"] if r["seed"] == 1}
     assert list(rows)[:4] == ["lenet5 baseline", "lenet5 pruned", "lenet5 pruned+clustered",
                               "lenet5 pruned+PQ d=4 k=256"]
     assert any(v.startswith("lenet5 low-rank") for v in rows)
@@ -32,3 +32,4 @@ def test_deep_compression_script_writes_the_table(tmp_path):
     assert low["params"] <= 0.5 * 61706
     assert (out / "report.md").exists() and (out / "flags.json").exists() and (out / "results.csv").exists()
     assert payload["flags"]["cluster_epochs"] == 1
+    assert all(r["n"] == 2 for r in payload["summary"]) and " ± " in (out / "report.md").read_text()

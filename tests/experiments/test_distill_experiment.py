@@ -21,7 +21,7 @@ def _module():
 def test_distill_script_writes_every_output(tmp_path):
     out = tmp_path / "run"
     cmd = [sys.executable, str(SCRIPT), "--teacher_epochs=1", "--student=tiny_cnn", "--epochs=1", "--batch_size=64",
-           "--learning_rate=0.003", "--temperatures=1,4", "--alphas=0.1,0.5", "--alpha_temperature=4", "--seeds=3",
+           "--learning_rate=0.003", "--temperatures=1,4", "--alphas=0.1,0.5", "--alpha_temperature=4", "--seeds=0,1",
            "--prune_seeds=0", "--prune_epochs=1", "--prune_alphas=0.5", "--prune_temperatures=1,2", "--prune_hint=fc2:fc2",
            "--prune_hint_weights=0.1", "--max_train=1000", "--max_test=200", "--latency_runs=1",
            f"--output_dir={out}"]
@@ -34,14 +34,14 @@ def test_distill_script_writes_every_output(tmp_path):
         by_role.setdefault(r["role"], []).append(r)
     assert len(by_role["teacher"]) == 1 and by_role["teacher"][0]["params"] == 61_706
     assert len(by_role["alpha_selection"]) == 2
-    assert [r["seed"] for r in by_role["scratch"]] == [3]
-    assert sorted((r["temperature"], r["seed"]) for r in by_role["distilled"]) == [(1, 3), (4, 3)]
+    assert [r["seed"] for r in by_role["scratch"]] == [0, 1]
+    assert sorted((r["temperature"], r["seed"]) for r in by_role["distilled"]) == [(1, 0), (1, 1), (4, 0), (4, 1)]
     chosen = payload["flags"]["chosen_alpha"]
     best_val = max(by_role["alpha_selection"], key=lambda r: r["val_accuracy"])
     assert chosen == best_val["alpha"] and all(r["alpha"] == chosen for r in by_role["distilled"])
     scratch = by_role["scratch_mean"][0]
-    assert scratch["params"] == 2922 and 0.3 < scratch["accuracy"] <= 1.0 and scratch["num_seeds"] == 1
-    assert scratch["accuracy"] == by_role["scratch"][0]["accuracy"]
+    assert scratch["params"] == 2922 and 0.3 < scratch["accuracy"] <= 1.0 and scratch["num_seeds"] == 2
+    assert scratch["accuracy"] == pytest.approx(sum(r["accuracy"] for r in by_role["scratch"]) / 2)
     assert sum(bool(r.get("best_by_validation")) for r in by_role["distilled_mean"]) == 1
     assert sorted((r["temperature"], r["hint_weight"]) for r in by_role["prune_selection"]) == [(1, 0.1), (2, 0.1)]
     for role in ("prune_fine-tune", "prune_distill", "prune_distill-logits"):
@@ -59,6 +59,7 @@ def test_distill_script_writes_every_output(tmp_path):
     assert payload["flags"]["epochs"] == 1 and payload["flags"]["student"] == "tiny_cnn"
     report = (out / "report.md").read_text()
     assert "## Temperature sweep" in report and "| distilled T=4 |" in report
+    assert "from scratch" in report and " ± " in report.split("from scratch")[0] and "(n=2)" in report
     assert "prune 80% + distill (T=" in report and "Best distilled student" in report
     assert ", hint fc2 x0.1) |" in report and "| prune 80% + distill, logits (T=" in report
     assert "vs prune + fine-tune" in report and "| prune 80% + fine-tune |" in report
