@@ -23,6 +23,11 @@ Decisions use the validation split (the last 10% of the training split, which
 Keras' ``validation_split`` holds out); the test split only reports the winner.
 Every step and finished candidate is written to ``output_dir``, so a run that is
 stopped resumes where it was.
+
+A :class:`kcompress.data.StreamingDataset` is read in batches (validation, test,
+calibration); under ``MultiWorkerMirroredStrategy`` every worker runs the same search
+(trainings all-reduced, everything else computed by each worker alike) and only the
+chief writes ``output_dir``.
 """
 
 from __future__ import annotations
@@ -38,7 +43,7 @@ import time
 import numpy as np
 from absl import logging
 
-from kcompress._keras import check_model, keras
+from kcompress._keras import check_model, keras, tf
 from kcompress.compression.budget import Budget, BudgetError
 from kcompress.data import Dataset
 from kcompress.pruning.sensitivity import accuracy as _accuracy
@@ -115,11 +120,17 @@ def estimated_int8_bytes(model) -> int:
     return total
 
 
-def _flat_accuracy(flat, x, y) -> float:
+def _flat_accuracy(flat, batches) -> float:
+    """Top-1 accuracy of a flatbuffer in LiteRT over ``(images, labels)`` batches (read one at a time)."""
     from kcompress.evaluation import litert
 
-    pred = litert.predict(flat, x)
-    return float(np.mean(np.argmax(pred.reshape(len(x), -1), axis=-1) == y))
+    interp = litert.make_interpreter(flat)
+    correct = count = 0
+    for x, y in batches:
+        pred = litert.predict(interp, x)
+        correct += int(np.sum(np.argmax(pred.reshape(len(x), -1), axis=-1) == y))
+        count += len(y)
+    return correct / count
 
 
 def _widths(model) -> dict:
@@ -140,8 +151,12 @@ def _fingerprint(model, dataset, config) -> str:
     h.update(json.dumps(model.get_config(), sort_keys=True, default=str).encode())
     for w in model.get_weights():
         h.update(np.ascontiguousarray(w).tobytes())
-    h.update(f"{dataset.name}:{len(dataset.x_train)}:{len(dataset.x_test)}".encode())
-    h.update(hashlib.sha256(np.ascontiguousarray(dataset.x_train[:64]).tobytes()).digest())
+    h.update(f"{dataset.name}:{dataset.num_train}:{dataset.num_test}".encode())
+    if dataset.streams:  # the first 64 training images as they stream (equal to the arrays they were written from)
+        first = next(iter(dataset.train(64, shuffle=False)))[0].numpy()
+    else:
+        first = dataset.x_train[:64]
+    h.update(hashlib.sha256(np.ascontiguousarray(first).tobytes()).digest())
     h.update(json.dumps(config, sort_keys=True, default=str).encode())
     return h.hexdigest()[:16]
 
@@ -155,7 +170,10 @@ class _Search:
         self.dataset = dataset
         self.budget = budget
         self.teacher = teacher
-        self.output_dir = output_dir
+        self.output_dir = output_dir  # every worker reads it (resume); only the chief writes
+        from kcompress.models.training import is_chief
+
+        self.writes = bool(output_dir) and (strategy is None or is_chief(strategy))
         self.o = opts
         self.strategy = strategy
         self.verbose = verbose
@@ -163,11 +181,15 @@ class _Search:
         self.trials = 0
         from kcompress.pruning.sensitivity import validation_split
 
-        self.xv, self.yv = validation_split(dataset)
-        n_fast = min(len(self.xv), opts["proposal_samples"])
-        self.xv_fast, self.yv_fast = self.xv[:n_fast], self.yv[:n_fast]
+        if dataset.streams:  # the tail streams for every measurement; proposals score on its start, in memory
+            self.xv = self.yv = None
+            self.xv_fast, self.yv_fast = validation_split(dataset, max_samples=opts["proposal_samples"])
+        else:
+            self.xv, self.yv = validation_split(dataset)
+            n_fast = min(len(self.xv), opts["proposal_samples"])
+            self.xv_fast, self.yv_fast = self.xv[:n_fast], self.yv[:n_fast]
         # The same draw as the Export stage of the recipe, so a replay calibrates alike.
-        self.rep = dataset.representative(min(opts["calibration_samples"], len(dataset.x_train)))
+        self.rep = dataset.representative(min(opts["calibration_samples"], dataset.num_train))
         self.state = {"version": _VERSION, "fingerprint": None, "baseline": None, "steps": [], "finishes": {},
                       "stopped": None}
         self.models: dict[int, keras.Model] = {}
@@ -177,8 +199,17 @@ class _Search:
     def path(self, *parts):
         return os.path.join(self.output_dir, *parts)
 
+    def val_batches(self):
+        """The validation split as ``(images, labels)`` batches: one in-memory batch, or streamed."""
+        if self.xv is not None:
+            return [(self.xv, self.yv)]
+        return self.dataset.validation_batches(1024)
+
+    def keras_val_accuracy(self, model) -> float:
+        return _accuracy(model, self.val_batches())
+
     def save_state(self):
-        if self.output_dir:
+        if self.writes:
             from kcompress.export import write_atomic
 
             write_atomic(self.path(_STATE), json.dumps(self.state, indent=1, default=_json_default))
@@ -187,10 +218,19 @@ class _Search:
         if not self.output_dir:
             return None
         path = self.path("models", name)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        tmp = path + ".tmp" + os.path.splitext(path)[1]
-        model.save(tmp)
-        os.replace(tmp, path)
+        if self.writes:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            tmp = path + ".tmp" + os.path.splitext(path)[1]
+            model.save(tmp)
+            os.replace(tmp, path)
+        return os.path.relpath(path, self.output_dir)  # the chief's file, on every worker
+
+    def save_flatbuffer(self, flat, name) -> str:
+        from kcompress import export
+
+        path = self.path("finishes", name)
+        if self.writes:
+            export.save(flat, path)
         return os.path.relpath(path, self.output_dir)
 
     def load_model(self, rel):
@@ -205,7 +245,10 @@ class _Search:
     def out_of_time(self) -> bool:
         if self.o["max_trials"] is not None and self.trials >= self.o["max_trials"]:
             return True
-        return self.o["time_limit"] is not None and time.perf_counter() - self.t0 > self.o["time_limit"]
+        if self.o["time_limit"] is None:
+            return False
+        # Clocks differ between workers: they stop together when one is out of time.
+        return _sum_over_workers(self.strategy, [time.perf_counter() - self.t0 > self.o["time_limit"]])[0] > 0
 
     def scope(self):
         return self.strategy.scope() if self.strategy is not None else contextlib.nullcontext()
@@ -237,7 +280,7 @@ class _Search:
 
         return {
             "size_bytes": len(flat), "gzip_bytes": gzip_size(flat),
-            "val_accuracy": _flat_accuracy(flat, self.xv, self.yv),
+            "val_accuracy": _flat_accuracy(flat, self.val_batches()),
             "params": int(model.count_params()), "macs": int(macs),
             "arena_bytes": int(export.estimate_arena(flat).arena_bytes),
         }
@@ -357,7 +400,7 @@ class _Search:
             record.update({
                 "phase": "explore", "variant": f"step{index + 1}", "step": index + 1, "move": label,
                 "untrained_val_accuracy": untrained, "widths": _widths(new),
-                "keras_val_accuracy": _accuracy(new, self.xv, self.yv),
+                "keras_val_accuracy": self.keras_val_accuracy(new),
                 "stages": [{"stage": s.kind, **s.get_config()} for s in stages],
                 "proposals": [{"move": s[0], "saving": int(s[2]), "untrained_val_accuracy": s[3]} for s in scored],
                 "seconds": round(time.perf_counter() - self.t0, 1),
@@ -441,7 +484,7 @@ class _Search:
             rec = self.describe(flat, float_model, keras_macs(float_model))
             options.append((flat, rec, {"qat": True, "per_channel": True}))
         self.trials += 1
-        keras_val = _accuracy(float_model, self.xv, self.yv)
+        keras_val = self.keras_val_accuracy(float_model)
         results, flats = [], {}
         for flat, rec, how in options:
             label = "qat_int8" if how["qat"] else f"ptq_int8_{'per_channel' if how['per_channel'] else 'per_tensor'}"
@@ -449,8 +492,7 @@ class _Search:
                         "widths": _widths(float_model), **how, "keras_val_accuracy": keras_val})
             flats[rec["variant"]] = flat
             if self.output_dir:
-                rec["flatbuffer_path"] = os.path.relpath(
-                    export.save(flat, self.path("finishes", f"step{step:02d}_{label}.tflite")), self.output_dir)
+                rec["flatbuffer_path"] = self.save_flatbuffer(flat, f"step{step:02d}_{label}.tflite")
             results.append(rec)
         entry = {"step": step, "options": results, "seconds": round(time.perf_counter() - self.t0, 1)}
         if self.output_dir:
@@ -587,7 +629,9 @@ def compress(model, dataset: Dataset, max_bytes: int | None = None, max_accuracy
         model: a trained Sequential or Functional tf_keras model with logits out (a Keras 3
             model is converted); it is not changed.
         dataset: a :class:`kcompress.data.Dataset`; the last 10% of the training split
-            decides, the test split only reports the winner.
+            decides, the test split only reports the winner. A streaming dataset
+            (:class:`kcompress.data.StreamingDataset`) is read batch by batch; only the first
+            3,000 validation images (proposal scoring) and the calibration samples are held.
         max_bytes: the flatbuffer must be at most this many bytes.
         max_accuracy_drop: validation accuracy may fall at most this fraction below the
             original model's (0.002 = 0.2 points).
@@ -598,7 +642,8 @@ def compress(model, dataset: Dataset, max_bytes: int | None = None, max_accuracy
         step_epochs: distillation epochs after each exploration step.
         qat_epochs: quantization-aware training epochs (0: post-training quantization only).
         output_dir: where progress, models and flatbuffers go; a run with the same
-            arguments resumes from it.
+            arguments resumes from it. Under ``MultiWorkerMirroredStrategy`` only the chief
+            writes it, and every worker reads it to resume (shared storage).
         seed: seeds every training stage (stage ``i`` of the recipe uses ``seed + i``).
         teacher: the distillation teacher (default: ``model``).
         max_trials: stop after this many trainings (exploration steps and finishes).
@@ -612,14 +657,18 @@ def compress(model, dataset: Dataset, max_bytes: int | None = None, max_accuracy
         explore_margin: exploration stops when a step's validation accuracy is this far
             below the floor (finishing recovers more).
         calibration_samples: representative training images for int8 calibration.
-        strategy: a ``tf.distribute`` strategy to train under.
+        strategy: a ``tf.distribute`` strategy to train under, e.g.
+            ``kcompress.models.get_strategy("multiworker")``: every worker calls ``compress``
+            with the same arguments (``model`` built in ``strategy.scope()``) and gets the same
+            result; a ``time_limit`` is agreed between the workers.
         verbose: Keras verbosity for the trainings (None: progress bars on a terminal).
 
     Returns:
         A :class:`CompressionResult`.
 
     Raises:
-        TypeError / ValueError: bad arguments (named, with what is allowed).
+        TypeError / ValueError: bad arguments (named, with what is allowed), or workers of a
+            multi-worker strategy that start from different states (one resumes, one not).
         BudgetError: the budget cannot be met; the message gives the smallest size reached
             and its accuracy, ``records`` every candidate.
 
@@ -656,10 +705,15 @@ def compress(model, dataset: Dataset, max_bytes: int | None = None, max_accuracy
         "calibration_samples": check_int("calibration_samples", calibration_samples, 1),
         "proposal_samples": 3000, "max_group_cut": 0.5, "max_finishes": 5,
     }
+    if strategy is not None and not isinstance(strategy, tf.distribute.Strategy):
+        raise TypeError(f"strategy must be None or a tf.distribute.Strategy, got {type(strategy).__name__}.")
+    from kcompress.models.training import is_chief
+
     if output_dir is not None:
         if not isinstance(output_dir, (str, os.PathLike)) or not os.fspath(output_dir):
             raise TypeError(f"output_dir must be a folder path or None, got {output_dir!r}.")
         output_dir = os.fspath(output_dir)
+    if output_dir is not None and (strategy is None or is_chief(strategy)):  # the other workers only read it
         try:
             os.makedirs(output_dir, exist_ok=True)
             probe = os.path.join(output_dir, ".kcompress-write-test")
@@ -669,9 +723,9 @@ def compress(model, dataset: Dataset, max_bytes: int | None = None, max_accuracy
         except OSError as err:
             raise ValueError(f"output_dir {output_dir!r} is not a writable folder ({err.strerror}); "
                              "pass a folder you can write to.") from err
-    if len(dataset.x_train) < 20 or len(dataset.x_test) < 1:
-        raise ValueError(f"dataset {dataset.name!r} is too small to compress: {len(dataset.x_train)} training and "
-                         f"{len(dataset.x_test)} test images (need >= 20 and >= 1).")
+    if dataset.num_train < 20 or dataset.num_test < 1:
+        raise ValueError(f"dataset {dataset.name!r} is too small to compress: {dataset.num_train} training and "
+                         f"{dataset.num_test} test images (need >= 20 and >= 1).")
 
     search = _Search(model, dataset, budget, teacher, output_dir, opts, strategy, verbose)
     # The search does not depend on the budget (only where it stops and which export it picks), so a
@@ -710,12 +764,17 @@ def compress(model, dataset: Dataset, max_bytes: int | None = None, max_accuracy
                      len(search.state["steps"]), len(search.state["finishes"]))
     search.state["fingerprint"] = fingerprint
     search.models[0] = model
+    # Every worker must take the same decisions; a barrier, too, before the chief writes anything.
+    _check_workers_agree(strategy, {
+        "fingerprint[:2]": int(fingerprint[:2], 16), "fingerprint[2:4]": int(fingerprint[2:4], 16),
+        "resumed": int(resumed), "steps": len(search.state["steps"]), "finishes": len(search.state["finishes"]),
+    }, output_dir)
 
     if not resumed:
         from kcompress import export
         from kcompress.evaluation import keras_macs
 
-        base_val = _accuracy(model, search.xv, search.yv)
+        base_val = search.keras_val_accuracy(model)
         flat32 = export.to_tflite(model, "float32")
         flat8, rec8 = search.measure(model)
         rec8.update({"phase": "baseline", "variant": "baseline_int8", "step": 0, "widths": _widths(model),
@@ -723,7 +782,7 @@ def compress(model, dataset: Dataset, max_bytes: int | None = None, max_accuracy
         search.state["baseline"] = {
             "val_accuracy": base_val, "float32_bytes": len(flat32), "params": int(model.count_params()),
             "macs": int(keras_macs(model)), "int8": rec8,
-            "test_accuracy": _flat_accuracy(flat32, dataset.x_test, dataset.y_test),
+            "test_accuracy": _flat_accuracy(flat32, dataset.test_batches(1024)),
         }
         search.save_state()
     _check_reachable(search, model, budget)
@@ -762,19 +821,51 @@ def compress(model, dataset: Dataset, max_bytes: int | None = None, max_accuracy
     winner = dict(win_entry["record"])
     winner["phase"] = "winner"
     winner["variant"] = "winner"
-    winner["test_accuracy"] = _flat_accuracy(flat, dataset.x_test, dataset.y_test)
+    winner["test_accuracy"] = _flat_accuracy(flat, dataset.test_batches(1024))
     winner["size_ratio"] = search.state["baseline"]["float32_bytes"] / winner["size_bytes"]
     records.append(winner)
     recipe = _recipe(search, win_entry)
     result = CompressionResult(flatbuffer=flat, model=final_model, float_model=float_model, records=records,
                                recipe=recipe, winner=winner, baseline=search.state["baseline"], budget=budget)
-    if output_dir:
+    if search.writes:
         from kcompress.compression.report import write_outputs
 
         result.plot_path = write_outputs(result, output_dir)
     logging.info("[compress] winner: %s, %d B (%.1fx smaller than float32), val %.4f, test %.4f", winner["export"],
                  winner["size_bytes"], winner["size_ratio"], winner["val_accuracy"], winner["test_accuracy"])
     return result
+
+
+def _sum_over_workers(strategy, values) -> np.ndarray:
+    """``values`` summed over the replicas of a ``MultiWorkerMirroredStrategy`` (an all-reduce);
+    as they are for any other strategy."""
+    values = np.asarray(values, np.float32)
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return values
+
+    @tf.function
+    def reduce(v):
+        return strategy.run(
+            lambda t: tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, tf.identity(t)),
+            args=(v,))  # tf.identity: the value on the replica's device, which the all-reduce needs
+
+    return np.asarray(strategy.experimental_local_results(reduce(tf.constant(values)))[0])
+
+
+def _check_workers_agree(strategy, values: dict, output_dir):
+    """Raises on every worker when the workers of a multi-worker strategy start from different states."""
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return
+    mine = np.asarray([v % 1024 for v in values.values()], np.float32)  # float32 sums of squares stay exact
+    n = strategy.num_replicas_in_sync
+    total = _sum_over_workers(strategy, np.concatenate([mine, mine**2]))
+    differ = [k for k, v, s, s2 in zip(values, mine, total[:len(mine)], total[len(mine):], strict=True)
+              if s != n * v or s2 != n * v * v]
+    if differ:
+        raise ValueError(
+            f"the workers of the MultiWorkerMirroredStrategy start compress from different states ({', '.join(differ)} "
+            f"differ; this worker: {values}). Every worker must run the same model, dataset and settings, and read "
+            f"the same output_dir ({output_dir!r}) on shared storage to resume, or none to start afresh.")
 
 
 def _recipe(search, entry):

@@ -7,6 +7,7 @@ import dataclasses
 import numpy as np
 
 from kcompress._keras import tf
+from kcompress.validation import check_int, check_number
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -104,6 +105,30 @@ class Dataset:
         for start in range(0, n, batch_size):
             stop = min(n, start + batch_size)
             yield self.x_test[start:stop], self.y_test[start:stop]
+
+    def validation_batches(self, batch_size: int = 256, fraction: float = 0.1, max_samples: int | None = None):
+        """Yields the held-out tail of the training split as ``(images, labels)`` NumPy batches, in order.
+
+        The tail is the last ``fraction`` of the training split, the samples
+        ``model.fit(..., validation_split=fraction)`` (and :func:`kcompress.models.fit`)
+        hold out; at most its first ``max_samples``.
+        """
+        start, stop = _validation_range(self, batch_size, fraction, max_samples)
+        for first in range(start, stop, batch_size):
+            last = min(stop, first + batch_size)
+            yield self.x_train[first:last], self.y_train[first:last]
+
+
+def _validation_range(dataset, batch_size, fraction, max_samples) -> tuple[int, int]:
+    """``(first, stop)`` indices of the validation tail in the training split, arguments checked."""
+    _check_batch_size(batch_size)
+    fraction = check_number("fraction", fraction, 0.0, 1.0, low_open=True, high_open=True)
+    max_samples = check_int("max_samples", max_samples, 1, allow_none=True)
+    n = dataset.num_train
+    split_at = int(n * (1.0 - fraction))  # the same rounding as Keras' validation_split
+    if split_at >= n:
+        raise ValueError(f"dataset {dataset.name!r} has {n} training images: too few to hold out {fraction:.0%}.")
+    return split_at, n if max_samples is None else min(n, split_at + max_samples)
 
 
 def _check_batch_size(batch_size) -> None:

@@ -23,7 +23,7 @@ import numpy as np
 from absl import logging
 
 from kcompress._keras import tf
-from kcompress.data.dataset import Dataset, _check_batch_size
+from kcompress.data.dataset import Dataset, _check_batch_size, _validation_range
 
 _META = "dataset.json"
 _ARRAY_ATTRS = ("x_train", "y_train", "x_test", "y_test")
@@ -230,6 +230,16 @@ class StreamingDataset(Dataset):
         """Yields the test split as ``(images, labels)`` NumPy batches, in order (at most ``max_samples``)."""
         _check_batch_size(batch_size)
         ds = self._decoded(self._raw["test"] if max_samples is None else self._raw["test"].take(max_samples))
+        yield from ds.batch(batch_size).prefetch(2).as_numpy_iterator()
+
+    def validation_batches(self, batch_size: int = 256, fraction: float = 0.1, max_samples: int | None = None):
+        """Yields the held-out tail of the training split as ``(images, labels)`` NumPy batches, in order.
+
+        The same samples as ``fit_splits(validation_split=fraction)`` holds out; reaching the tail
+        reads (without decoding) the records before it.
+        """
+        start, stop = _validation_range(self, batch_size, fraction, max_samples)
+        ds = self._train_stream(stop - start, False, None, skip=start)
         yield from ds.batch(batch_size).prefetch(2).as_numpy_iterator()
 
     def representative(self, n: int = 200, seed: int = 0) -> np.ndarray:

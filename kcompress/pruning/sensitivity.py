@@ -17,7 +17,10 @@ def validation_split(dataset: Dataset, fraction: float = 0.1, max_samples: int |
     """The held-out validation images and labels: the last ``fraction`` of the training split.
 
     It is the split ``model.fit(..., validation_split=fraction)`` holds out, so every
-    decision made on it stays off the test set.
+    decision made on it stays off the test set. A streaming dataset
+    (:class:`kcompress.data.StreamingDataset`) reads it in batches
+    (``dataset.validation_batches``); only the samples returned are held in memory, so
+    pass ``max_samples`` when the tail is large.
 
     Returns:
         ``(x, y)`` NumPy arrays (at most ``max_samples`` of them, taken from the start of the split).
@@ -26,18 +29,41 @@ def validation_split(dataset: Dataset, fraction: float = 0.1, max_samples: int |
         raise TypeError(f"dataset must be a kcompress.data.Dataset, got {type(dataset).__name__}.")
     if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0.0 < fraction < 1.0:
         raise ValueError(f"fraction must be a number in (0, 1), got {fraction!r}.")
-    n = len(dataset.x_train)
+    n = dataset.num_train
     split_at = int(n * (1.0 - fraction))  # the same rounding as Keras' validation_split
     if split_at >= n:
         raise ValueError(f"dataset {dataset.name!r} has {n} training images: too few to hold out {fraction:.0%}.")
+    if dataset.streams:
+        xs, ys = zip(*dataset.validation_batches(1024, fraction, max_samples), strict=True)
+        return np.concatenate(xs), np.concatenate(ys)
     x, y = dataset.x_train[split_at:], dataset.y_train[split_at:]
     return x[:max_samples], y[:max_samples]
 
 
-def accuracy(model, x, y, batch_size: int = 512) -> float:
-    """Top-1 accuracy of a Keras classifier on arrays (logits or probabilities out)."""
-    pred = model.predict(x, batch_size=batch_size, verbose=0)
-    return float(np.mean(np.argmax(pred, axis=-1) == y))
+def accuracy(model, x, y=None, batch_size: int = 512) -> float:
+    """Top-1 accuracy of a Keras classifier (logits or probabilities out) on this process.
+
+    ``x, y`` are arrays, or ``x`` is an iterable of ``(images, labels)`` NumPy batches
+    (``y`` None), e.g. ``dataset.validation_batches(512)``, read one batch at a time. The
+    model runs batch by batch in this process: under ``MultiWorkerMirroredStrategy`` every
+    worker measures the same accuracy by itself, with no collective (``model.predict``
+    would gather predictions across the workers).
+    """
+    return _correct(model, [(x, y)] if y is not None else x, batch_size)[0]
+
+
+def _correct(model, batches, batch_size: int = 512) -> tuple[float, int]:
+    """(accuracy, samples) of ``model`` over ``(images, labels)`` batches."""
+    from kcompress.evaluation.metrics import keras_logits
+
+    logits = keras_logits(model, batch_size)
+    correct = count = 0
+    for x, y in batches:
+        correct += int(np.sum(np.argmax(logits(x), axis=-1) == y))
+        count += len(y)
+    if not count:
+        raise ValueError("accuracy needs at least one sample, got none.")
+    return correct / count, count
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,10 +132,13 @@ def sensitivity(model, dataset: Dataset, ratios=(0.25, 0.5, 0.75), layers=None, 
     Args:
         model: a Sequential or Functional tf_keras model (a Keras 3 model is converted).
         dataset: a :class:`kcompress.data.Dataset`; the last 10% of its training split is
-            the validation set (the test split is never used).
+            the validation set (the test split is never used). A streaming dataset holds only
+            ``max_samples`` of them in memory, or (None) streams the tail for every cut. Every
+            model runs on this process, so each worker of a multi-worker strategy computes the
+            same report by itself.
         ratios: fractions of each group's channels to remove, each in (0, 1).
         layers: optional layer names whose groups are analysed (default: every prunable group).
-        max_samples: validation images to score on (None: all).
+        max_samples: validation images to score on, from the start of the tail (None: all).
         criterion: ``"l1"`` or ``"l2"``, as in :func:`prune_channels`.
 
     Returns:
@@ -135,7 +164,15 @@ def sensitivity(model, dataset: Dataset, ratios=(0.25, 0.5, 0.75), layers=None, 
             raise ValueError(f"ratios must hold fractions in (0, 1), got {r!r} in {ratios!r}.")
     if max_samples is not None and (isinstance(max_samples, bool) or not isinstance(max_samples, int) or max_samples < 1):
         raise ValueError(f"max_samples must be a positive int or None, got {max_samples!r}.")
-    x, y = validation_split(dataset, max_samples=max_samples)
+    if dataset.streams and max_samples is None:
+        # The whole tail of a streaming dataset may not fit in memory: each model reads it again.
+        def score(m):
+            return _correct(m, dataset.validation_batches(512))
+    else:  # at most max_samples in memory
+        x, y = validation_split(dataset, max_samples=max_samples)
+
+        def score(m):
+            return _correct(m, [(x, y)])
     groups = channel_groups(model)
     if layers is not None:
         layers = [layers] if isinstance(layers, str) else list(layers)
@@ -146,7 +183,7 @@ def sensitivity(model, dataset: Dataset, ratios=(0.25, 0.5, 0.75), layers=None, 
                                  f"{[g.name for g in groups]}.")
         names = {wanted[n].name for n in layers}
         groups = [g for g in groups if g.name in names]
-    baseline = accuracy(model, x, y)
+    baseline, n = score(model)
     params = model.count_params()
     rows, skipped = [], {}
     for group in groups:
@@ -158,9 +195,9 @@ def sensitivity(model, dataset: Dataset, ratios=(0.25, 0.5, 0.75), layers=None, 
             if kept == group.width:
                 continue
             cut = prune_channels(model, channels={group.name: kept}, criterion=criterion)
-            acc = accuracy(cut, x, y)
+            acc = score(cut)[0]
             rows.append({"group": group.name, "producers": list(group.producers), "width": group.width,
                          "ratio": float(r), "kept": kept, "params": cut.count_params(),
                          "params_saved": params - cut.count_params(), "accuracy": acc, "drop": baseline - acc})
             logging.info("sensitivity %s cut %.0f%% (%d -> %d): %.4f", group.name, 100 * r, group.width, kept, acc)
-    return SensitivityReport(baseline=baseline, rows=tuple(rows), skipped=skipped, samples=len(x))
+    return SensitivityReport(baseline=baseline, rows=tuple(rows), skipped=skipped, samples=n)

@@ -7,9 +7,11 @@ killed on the way out; the single-process reference runs in the test process.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import pathlib
+import shutil
 import signal
 import socket
 import subprocess
@@ -99,6 +101,11 @@ def _same_weights(a, b, prefix):
 
 def _files(folder):
     return sorted(p.name for p in pathlib.Path(folder).rglob("*") if p.is_file()) if os.path.isdir(folder) else []
+
+
+def _digests(folder):
+    return {str(p.relative_to(folder)): (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns)
+            for p in pathlib.Path(folder).rglob("*") if p.is_file()}
 
 
 def _reference(ds, model, prune_epochs):
@@ -207,3 +214,41 @@ def test_is_chief_of_single_process_strategies(mirrored):
     assert kc.models.is_chief(tf.distribute.OneDeviceStrategy("/cpu:0")) is True
     with pytest.raises(TypeError, match="strategy must be None or a tf.distribute.Strategy, got str"):
         kc.models.is_chief("multiworker")
+
+
+@pytest.mark.slow
+def test_compress_on_two_workers_takes_the_same_decisions_and_only_the_chief_writes(tmp_path, trained_lenet):
+    settings = {"max_bytes": 40_000, "recovery_epochs": 1, "step_epochs": 1, "qat_epochs": 0, "step_fraction": 0.5,
+                "batch_size": 128, "calibration_samples": 100, "verbose": 0, "seed": 0}
+    base = {"mode": "compress", "train": 1000, "test": 200, "weights": _weights_file(tmp_path, trained_lenet),
+            "compress": settings}
+    configs = [{**base, "output_dir": str(tmp_path / f"out_w{i}")} for i in range(2)]
+    with _cluster(tmp_path, "cw", configs) as procs:
+        w0, w1 = _wait(procs, tmp_path, "cw")
+
+    # The same search on both workers: every record (but its clock), the winner, the recipe, the bytes.
+    def decisions(result):
+        return [{k: v for k, v in r.items() if k != "seconds"} for r in result["records"]]
+
+    assert decisions(w0) == decisions(w1)
+    assert w0["recipe"] == w1["recipe"]
+    assert w0["flatbuffer_sha256"] == w1["flatbuffer_sha256"]
+    assert w0["flatbuffer_bytes"] <= 40_000 < w0["records"][0]["size_bytes"]  # the budget is met, by cutting
+    assert w0["winner"]["meets_budget"] and w0["winner"]["test_accuracy"] > 0.8
+    assert {r["phase"] for r in w0["records"]} == {"baseline", "explore", "finish", "winner"}
+    # Only the chief wrote; its folder holds the whole run (state, models, flatbuffers, report).
+    assert _files(tmp_path / "out_w1") == []
+    written = _files(tmp_path / "out_w0")
+    assert {"compress_state.json", "winner.tflite", "recipe.json", "report.md"} <= set(written), written
+
+    # Resuming: every worker reads the chief's folder (shared storage, here a copy for worker 1).
+    shutil.copytree(tmp_path / "out_w0", tmp_path / "out_w1", dirs_exist_ok=True)
+    before = _digests(tmp_path / "out_w1")
+    with _cluster(tmp_path, "cw2", configs) as procs:
+        r0, r1 = _wait(procs, tmp_path, "cw2")
+    assert r0["flatbuffer_sha256"] == r1["flatbuffer_sha256"] == w0["flatbuffer_sha256"]
+    assert decisions(r0) == decisions(r1) == decisions(w0)
+    assert r0["compress_s"] < w0["compress_s"] / 2  # nothing trained again
+    assert _digests(tmp_path / "out_w1") == before  # the other worker read, and wrote nothing
+    print(f"MWMS compress: {w0['flatbuffer_bytes']} B, test accuracy {w0['winner']['test_accuracy']:.4f}, "
+          f"worker import {w0['import_s']:.1f} s, compress {w0['compress_s']:.1f} s, resumed {r0['compress_s']:.1f} s")

@@ -120,6 +120,16 @@ elif config["mode"] == "train":  # a Train stage backed up every epoch (the resu
     out["accuracy"] = result.records[0]["accuracy"]
     arrays.update({f"model_{i}": w for i, w in enumerate(result.model.get_weights())})
 
+elif config["mode"] == "compress":  # kc.compress: every worker searches, the chief writes
+    t0 = time.perf_counter()
+    res = kc.compress(baseline(), ds, output_dir=config["output_dir"], strategy=strategy, **config["compress"])
+    out["compress_s"] = time.perf_counter() - t0
+    out["records"] = res.records
+    out["winner"] = res.winner
+    out["recipe"] = res.recipe.get_config()
+    out["flatbuffer_sha256"] = hashlib.sha256(res.flatbuffer).hexdigest()
+    out["flatbuffer_bytes"] = len(res.flatbuffer)
+
 out["total_s"] = time.perf_counter() - t_start
 np.savez(config["result"] + ".npz", **arrays)
 with open(config["result"] + ".tmp", "w", encoding="utf-8") as f:

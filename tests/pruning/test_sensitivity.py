@@ -50,3 +50,24 @@ def test_validation_split_is_the_one_keras_holds_out(mnist_small):
 def test_bad_arguments(trained_lenet, mnist_small, kwargs, error, message):
     with pytest.raises(error, match=message):
         kc.pruning.sensitivity(trained_lenet, mnist_small, **kwargs)
+
+
+def test_a_streamed_dataset_gives_the_same_report_without_arrays(trained_lenet, mnist, tmp_path):
+    arrays = mnist.take(train=1000, test=10)  # the last 100 training images validate
+    kc.data.save_tfrecord(arrays, tmp_path, shards=2)
+    streamed = kc.data.load_tfrecord(tmp_path)  # has no x_train: reading it would raise NotInMemoryError
+    for max_samples in (None, 60):  # the tail read again for every cut; its first 60 read once
+        want = kc.pruning.sensitivity(trained_lenet, arrays, ratios=(0.5,), max_samples=max_samples)
+        got = kc.pruning.sensitivity(trained_lenet, streamed, ratios=(0.5,), max_samples=max_samples)
+        assert got.samples == want.samples == (max_samples or 100)
+        assert got.baseline == want.baseline and got.rows == want.rows
+    x, y = kc.pruning.validation_split(streamed, max_samples=30)
+    np.testing.assert_array_equal(x, arrays.x_train[900:930])
+    np.testing.assert_array_equal(y, arrays.y_train[900:930])
+    batches = list(streamed.validation_batches(64))
+    assert [len(b[1]) for b in batches] == [64, 36]
+    np.testing.assert_array_equal(np.concatenate([b[0] for b in batches]), arrays.x_train[900:])
+    with pytest.raises(ValueError, match=r"fraction must be a finite number in \(0, 1\), got 1.5"):
+        next(streamed.validation_batches(64, fraction=1.5))
+    with pytest.raises(TypeError, match="max_samples must be an int >= 1 or None, got 2.5"):
+        next(arrays.validation_batches(64, max_samples=2.5))
