@@ -33,12 +33,12 @@ def test_compress_streams_and_decides_as_on_arrays(slices, trained_lenet, tmp_pa
     assert on_stream.baseline["test_accuracy"] == on_arrays.baseline["test_accuracy"]
     first_a, first_s = by_phase(on_arrays, "explore")[0], by_phase(on_stream, "explore")[0]
     assert first_s["proposals"] == first_a["proposals"]
-    # The same cuts, the same finished candidate and export; accuracies within the noise of a shuffle
+    # The same cuts and the same finished candidate; accuracies within the noise of a shuffle
     # buffer (instead of a permutation) and another calibration draw.
     assert [r["move"] for r in by_phase(on_stream, "explore")] == [r["move"] for r in by_phase(on_arrays, "explore")]
-    assert (on_stream.winner["step"], on_stream.winner["export"]) == (on_arrays.winner["step"], on_arrays.winner["export"])
-    assert on_stream.winner["size_bytes"] == pytest.approx(on_arrays.winner["size_bytes"], abs=64)
-    assert len(on_stream.flatbuffer) <= 40_000
+    # The export (per-tensor or per-channel scales) may flip where their accuracies are that close.
+    assert on_stream.winner["step"] == on_arrays.winner["step"]
+    assert len(on_stream.flatbuffer) <= 40_000 and len(on_arrays.flatbuffer) <= 40_000
     assert on_stream.winner["val_accuracy"] == pytest.approx(on_arrays.winner["val_accuracy"], abs=0.03)
     assert on_stream.winner["test_accuracy"] == pytest.approx(on_arrays.winner["test_accuracy"], abs=0.03)
     assert on_stream.winner["test_accuracy"] > 0.8
