@@ -85,7 +85,7 @@ def _compress_recipe(args):
 def _own_flags():
     flags.DEFINE_enum("student", "lenet5_student", sorted(kc.models.MODELS), "Small student model.")
     flags.DEFINE_integer("epochs", 10, "Training epochs of the baseline and of students.", lower_bound=1)
-    flags.DEFINE_integer("finetune_epochs", 8, "Fine-tuning epochs after pruning.", lower_bound=1)
+    flags.DEFINE_integer("finetune_epochs", 5, "Fine-tuning epochs after pruning.", lower_bound=1)
     flags.DEFINE_integer("qat_epochs", 2, "Quantization-aware fine-tuning epochs.", lower_bound=1)
     flags.DEFINE_float("learning_rate", 1e-3, "Adam learning rate (training and pruning fine-tunes).")
     flags.DEFINE_float("qat_learning_rate", 1e-4, "Adam learning rate of QAT fine-tuning.")
@@ -126,7 +126,7 @@ def baseline_pipeline(args: dict) -> Pipeline:
 
 
 def variants(args: dict) -> dict[str, tuple[str, Pipeline]]:
-    """name -> (starting model: "baseline" or "student", pipeline)."""
+    """name -> (starting model: "baseline", "student" or an earlier variant's name, pipeline)."""
     e, b, lr = args["finetune_epochs"], args["batch_size"], args["learning_rate"]
     t, a = args["temperature"], args["alpha"]
     qat = dict(epochs=args["qat_epochs"], batch_size=b, learning_rate=args["qat_learning_rate"])
@@ -151,17 +151,16 @@ def variants(args: dict) -> dict[str, tuple[str, Pipeline]]:
         "student_scratch": ("student", [Train(args["epochs"], b, lr, teacher=False), Export("float32"), ev]),
         "student_distilled": ("student", [Distill(t, a, epochs=args["epochs"], learning_rate=lr, batch_size=b),
                                           Export("float32"), Export("int8"), ev]),
-        f"prune{pct}_qat_int8": ("baseline", [Prune(sp, **prune), QuantizeAware(**qat), Export("int8"),
-                                              Export("int8", sparse=True), ev]),
+        # The combinations continue from the rows above (an entry named as the start: its final model), so
+        # "prune, then QAT" quantizes the very model the prune row measured instead of pruning again.
+        f"prune{pct}_qat_int8": (f"prune_{pct}", [QuantizeAware(**qat), Export("int8"), Export("int8", sparse=True), ev]),
         f"prune{pct}_distill_qat_int8": ("baseline", [Prune(sp, **prune, finetune=prune_distill),
                                                       QuantizeAware(**qat), Export("int8"), ev]),
-        f"channels{round(100 * cr)}_qat_int8": ("baseline", [PruneChannels(cr, **prune), QuantizeAware(**qat),
-                                                             Export("int8"), ev]),
+        f"channels{round(100 * cr)}_qat_int8": (f"channels_{round(100 * cr)}", [QuantizeAware(**qat), Export("int8"), ev]),
         f"channels{round(100 * cr)}_distill_int8": ("baseline", [PruneChannels(cr, **prune, finetune=distill),
                                                                  Export("int8"), ev]),
-        f"channels{round(100 * cr)}_distill_qat_int8": ("baseline", [PruneChannels(cr, **prune, finetune=distill),
-                                                                     QuantizeAware(**qat, finetune=distill),
-                                                                     Export("int8"), ev]),
+        f"channels{round(100 * cr)}_distill_qat_int8": (f"channels{round(100 * cr)}_distill_int8", [
+            QuantizeAware(**qat, finetune=distill), Export("int8"), ev]),
     }
     found = _compress_recipe(args)
     if found is not None:
@@ -169,6 +168,22 @@ def variants(args: dict) -> dict[str, tuple[str, Pipeline]]:
         # The recipe's own stages (its seeds too, see run()), measured like every other row.
         spec["compressed_budget"] = ("baseline", [*recipe.stages[:-1], ev])
     return {name: (start, Pipeline(stages, name=name)) for name, (start, stages) in spec.items()}
+
+
+def _with_starts(chosen: list[str], all_variants: dict) -> list[str]:
+    """``chosen`` plus the variants they continue from, in the order of ``all_variants``."""
+    need, todo = set(), list(chosen)
+    while todo:
+        name = todo.pop()
+        if name not in need:
+            need.add(name)
+            start = all_variants[name][0]
+            if start in all_variants:
+                todo.append(start)
+    added = sorted(need - set(chosen))
+    if added:
+        logging.info("Also running %s: the variants %s continue from them.", added, chosen)
+    return [name for name in all_variants if name in need]
 
 
 def run(args: dict) -> list[dict]:
@@ -182,6 +197,7 @@ def run(args: dict) -> list[dict]:
         unknown = [v for v in chosen if v not in all_variants]
         if unknown:
             raise ValueError(f"--variants names {unknown}, not among {list(all_variants)}.")
+        chosen = _with_starts(chosen, all_variants)
         # The compress recipe repeats its search's training only with the stage seeds it was found with.
         entries = [study.Entry(name, *all_variants[name], stage_seeds=name == "compressed_budget") for name in chosen]
 

@@ -262,7 +262,9 @@ class Entry:
     Args:
         name: the variant's name (records, files).
         start: the model the pipeline starts from: ``"baseline"`` (the study's trained
-            baseline) or a name the study's ``build`` turns into a fresh model.
+            baseline), the name of an earlier entry (the model its pipeline ended with, so
+            e.g. "prune, then QAT" continues from the "prune" entry instead of pruning again),
+            or a name the study's ``build`` turns into a fresh model.
         pipeline: a :class:`kcompress.pipeline.Pipeline`.
         stage_seeds: run the pipeline with ``seed=`` the study's seed, so every stage
             starts from its own seed (a ``kcompress.compress`` recipe repeats itself so).
@@ -279,7 +281,8 @@ class Study:
 
     Args:
         entries: the :class:`Entry` objects, in order.
-        build: ``build(start, seed)`` -> a fresh model for an entry whose ``start`` is not ``"baseline"``.
+        build: ``build(start, seed)`` -> a fresh model for an entry whose ``start`` is neither
+            ``"baseline"`` nor an earlier entry's name.
         settings: everything the results depend on (e.g. the flags); stored results made
             with other settings run again.
         baseline: an optional :class:`Entry` trained first; its model is saved as
@@ -301,9 +304,19 @@ class Study:
             raise ValueError(f"entry names must be distinct, got {names}.")
         if baseline is None and any(e.start == "baseline" for e in entries):
             raise ValueError("an entry starts from 'baseline', but the study has no baseline entry.")
+        for i, e in enumerate(entries):
+            if e.start in names[i:]:
+                raise ValueError(f"entry {e.name!r} starts from {e.start!r}, which is not an earlier entry: an entry can "
+                                 f"start from the baseline, an entry listed before it, or a model `build` makes.")
+        # The entries a later entry starts from: their final models are kept as seed<N>/variants/<name>.keras.
+        self._continued = {e.start for e in entries} & set(names)
         self.entries, self.build, self.settings = list(entries), build, dict(settings)
         self.baseline, self.strategy = baseline, strategy
         self.baseline_settings = list(self.settings) if baseline_settings is None else list(baseline_settings)
+
+    def _model_path(self, folder: str, name: str) -> str | None:
+        """Where an entry's final model is kept: only for entries that a later entry starts from."""
+        return os.path.join(folder, "variants", f"{name}.keras") if name in self._continued else None
 
     def run(self, dataset, output_dir: str, seeds: Sequence[int]) -> dict[int, dict[str, dict]]:
         """Runs (or resumes) every entry for every seed; returns ``{seed: {name: record}}``.
@@ -330,28 +343,37 @@ class Study:
                 else:
                     key = {"settings": self.settings, "seed": seed, "pipeline": config, "start": entry.start,
                            "baseline": done[self.baseline.name]["fingerprint"] if self.baseline else None}
+                    if entry.start in done:  # an earlier entry's model: its result is part of this one's
+                        key["start_fingerprint"] = done[entry.start]["fingerprint"]
                 fp = fingerprint(key)
                 path = os.path.join(folder, "variants", f"{entry.name}.json")
+                model_path = baseline_path if is_base else self._model_path(folder, entry.name)
                 previous = _load_done(path, fp)
-                if previous is not None and (not is_base or os.path.isfile(baseline_path)):
+                if previous is not None and (model_path is None or os.path.isfile(model_path)):
                     logging.info("[%d/%d] seed %d, %s: finished earlier, re-using %s", i, total, seed, entry.name, path)
                     done[entry.name] = previous
                     continue
-                _progress(i, total, f"seed {seed}, {entry.name}: {entry.pipeline}", time.perf_counter() - t_start)
+                _progress(i, total, f"seed {seed}, {entry.name}: {entry.pipeline}"
+                          + (f" (from {entry.start})" if entry.start in done else ""), time.perf_counter() - t_start)
                 kc.keras.utils.set_random_seed(seed)
                 t0 = time.perf_counter()
                 if is_base:
                     model = self.build(entry.start, seed)
                     result = entry.pipeline.run(dataset, model=model, output_dir=folder, strategy=self.strategy)
-                    if kc.models.is_chief(self.strategy or kc.tf.distribute.get_strategy()):
-                        result.model.save(baseline_path + ".tmp.keras")
-                        os.replace(baseline_path + ".tmp.keras", baseline_path)
                 else:
                     teacher = (kc.keras.models.load_model(baseline_path, compile=False)
                                if self.baseline else None)
-                    model = teacher if entry.start == "baseline" else self.build(entry.start, seed)
+                    if entry.start == "baseline":
+                        model = teacher
+                    elif entry.start in done:
+                        model = kc.keras.models.load_model(self._model_path(folder, entry.start), compile=False)
+                    else:
+                        model = self.build(entry.start, seed)
                     result = entry.pipeline.run(dataset, model=model, teacher=teacher, output_dir=folder,
                                                 strategy=self.strategy, seed=seed if entry.stage_seeds else None)
+                if model_path is not None:  # (every worker: under multiworker, output_dir is the chief's or a temporary one)
+                    result.model.save(model_path + ".tmp.keras")
+                    os.replace(model_path + ".tmp.keras", model_path)
                 record = {"fingerprint": fp, "pipeline": config, "start": entry.start, "seed": seed,
                           "seconds": time.perf_counter() - t0,
                           "records": [dict(r, seed=seed) for r in result.records], "log": result.log}

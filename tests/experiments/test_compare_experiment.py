@@ -22,7 +22,7 @@ def _args(out, **overrides):
                 temperature=4.0, alpha=0.1, prune_distill_temperature=1.0, prune_distill_alpha=0.5,
                 prune_distill_hint="fc2", prune_distill_hint_weight=0.1, seeds=["0"], strategy="default", output_dir=str(out), data_dir=None, max_train=500,
                 max_test=100, latency_runs=2, latency_rounds=1, robustness_samples=50, clusters=16,
-                variants=["prune80_distill_qat_int8", "channels50_distill_int8"])
+                variants=["prune80_distill_qat_int8", "channels50_distill_qat_int8"])
     args.update(overrides)
     return args
 
@@ -33,13 +33,18 @@ def test_runs_resumes_and_reruns_only_what_is_missing(compare, tmp_path, monkeyp
     records = compare.run(_args(out))
     labels = {(r["variant"], r["flatbuffer"]) for r in records}
     assert {("baseline", "keras"), ("baseline", "float32"), ("baseline", "int8"),
-            ("prune80_distill_qat_int8", "int8"), ("channels50_distill_int8", "int8")} <= labels
+            ("prune80_distill_qat_int8", "int8"), ("channels50_distill_int8", "int8"),
+            ("channels50_distill_qat_int8", "int8")} <= labels
+    # channels50_distill_qat_int8 continues from channels50_distill_int8 (run too, unasked): QAT only, same widths.
+    chained = json.loads((out / "seed0" / "variants" / "channels50_distill_qat_int8.json").read_text())
+    assert chained["start"] == "channels50_distill_int8" and chained["log"][0]["stage"] == "QuantizeAware + Distill"
     for name in ("results.json", "results.csv", "report.md", "pareto.png", "flags.json", "seed0/baseline.keras",
                  "seed0/channels50_distill_int8_int8.tflite", "seed0/variants/baseline.json"):
         assert (out / name).exists(), name
     by = {(r["variant"], r["flatbuffer"]): r for r in json.loads((out / "results.json").read_text())["records"]}
     assert by[("baseline", "float32")]["latency_ratio"] == 1.0
     assert by[("channels50_distill_int8", "int8")]["compression"] > 8
+    assert by[("channels50_distill_qat_int8", "int8")]["params"] == by[("channels50_distill_int8", "int8")]["params"]
     arena = by[("channels50_distill_int8", "int8")]
     assert 1024 <= arena["tflm_arena_bytes"] <= arena["arena_estimate_bytes"] <= 1.25 * arena["tflm_arena_bytes"]
     assert by[("prune80_distill_qat_int8", "int8")]["nonzero_params"] < 0.22 * by[("baseline", "int8")]["params"]

@@ -74,3 +74,37 @@ def test_select_on_validation_and_seed_parsing():
     for bad in ([], ["-1"], ["a"], ["1", "1"]):
         with pytest.raises(ValueError, match="seeds must be"):
             study.parse_seeds(bad)
+
+
+def test_an_entry_continues_from_an_earlier_entry_and_resumes(tmp_path, mnist):
+    from kcompress.pipeline import Evaluate, Export, Pipeline, Prune, Train
+
+    ds = mnist.take(train=600, test=200)
+    baseline = study.Entry("baseline", "model", Pipeline([Train(1, 128)], name="baseline"))
+
+    def entries(sparsity):
+        return [study.Entry("pruned", "baseline", Pipeline([Prune(sparsity, epochs=1, batch_size=128)], name="pruned")),
+                study.Entry("then_int8", "pruned", Pipeline([Export("int8"), Evaluate(latency_runs=1)], name="then_int8"))]
+
+    def build(start, seed):
+        return kc.models.get("mlp_tiny", ds.input_shape, ds.num_classes, seed=seed)
+
+    runs = study.Study(entries(0.7), build, settings={"s": 1}, baseline=baseline).run(ds, str(tmp_path), [0])[0]
+    # then_int8 trained nothing: it exported the pruned entry's final model, zeros included.
+    def zeros(run):
+        (rec,) = run["then_int8"]["records"]
+        return 1 - rec["nonzero_params"] / rec["params"]  # of the int8 flatbuffer's weights, biases included
+
+    assert runs["pruned"]["log"][0]["sparsity"] == pytest.approx(0.7, abs=0.01)
+    assert 0.6 < zeros(runs) < 0.7 and runs["then_int8"]["start"] == "pruned"
+    assert [s["stage"] for s in runs["then_int8"]["log"]] == ["Export", "Evaluate"]
+    assert (tmp_path / "seed0" / "variants" / "pruned.keras").is_file()
+    assert not (tmp_path / "seed0" / "variants" / "then_int8.keras").exists()  # nothing starts from it
+    # Resumed: nothing runs again. Another start entry (a new fingerprint) runs what follows it again.
+    again = study.Study(entries(0.7), build, settings={"s": 1}, baseline=baseline).run(ds, str(tmp_path), [0])[0]
+    assert again["then_int8"]["seconds"] == runs["then_int8"]["seconds"]
+    other = study.Study(entries(0.5), build, settings={"s": 1}, baseline=baseline).run(ds, str(tmp_path), [0])[0]
+    assert 0.4 < zeros(other) < 0.5
+    with pytest.raises(ValueError, match="'then_int8' starts from 'later', which is not an earlier entry"):
+        study.Study([study.Entry("then_int8", "later", Pipeline([Export("int8")])),
+                     study.Entry("later", "baseline", Pipeline([Export("int8")]))], build, {}, baseline=baseline)
