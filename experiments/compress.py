@@ -12,6 +12,11 @@ decision uses the validation split; the test set only reports. Writes into
 ``--output_dir``: results.json, results.csv, report.md, flags.json (with the
 machine), sensitivity.png, pareto.png, recipe.json, winner.tflite and the
 search's own folder (``search/``, which a re-run resumes from).
+
+``--strategy=mirrored`` trains on every local device; ``--strategy=multiworker`` is
+run by every worker of a cluster (TF_CONFIG), which train together and take the same
+decisions. Every worker reads ``--output_dir`` (shared storage) to re-use the baseline,
+the replays and the search; only the chief writes it.
 """
 
 from __future__ import annotations
@@ -59,19 +64,23 @@ def _own_flags():
 
 def define_flags():
     """Defines this script's flags (a function so tests can import and reuse them)."""
-    # No --strategy: the search writes from every worker and reads dataset.x_train (issue 15).
     _FLAG_NAMES[:] = study.define_flags(
-        _own_flags, output_dir="runs/compress", omit=("strategy",), seeds=["0", "1", "2"],
+        _own_flags, output_dir="runs/compress", seeds=["0", "1", "2"],
         help_texts={"model": "Model to compress (trained first).", "batch_size": "Batch size of the baseline training.",
                     "seeds": "The first seed searches; the recipe found is re-run with the others."})
     flags.adopt_module_key_flags(study)  # --help lists the shared flags too
 
 
-def _baseline(args, ds, out):
+def _baseline(args, ds, out, strategy):
+    """The baseline: --baseline_model, the one in --output_dir made with these flags, or trained.
+
+    Every worker reads ``args["output_dir"]`` (so all re-use it or all train); ``out`` is where
+    this process writes.
+    """
     if args["baseline_model"]:
         return kc.keras.models.load_model(args["baseline_model"], compile=False)
-    path = os.path.join(out, "baseline.keras")
-    meta_path = os.path.join(out, "baseline.json")
+    path = os.path.join(args["output_dir"], "baseline.keras")
+    meta_path = os.path.join(args["output_dir"], "baseline.json")
     key = {k: args[k] for k in ("dataset", "model", "epochs", "batch_size", "learning_rate", "max_train")}
     key["seed"] = int(args["seeds"][0])
     if os.path.isfile(path) and os.path.isfile(meta_path):
@@ -82,10 +91,12 @@ def _baseline(args, ds, out):
     kc.keras.utils.set_random_seed(key["seed"])
     model = kc.models.get(args["model"], ds.input_shape, ds.num_classes, seed=key["seed"])
     print(f"==> training the baseline {args['model']} for {args['epochs']} epochs", flush=True)
-    result = Pipeline([Train(args["epochs"], args["batch_size"], args["learning_rate"])], name="baseline").run(ds, model=model)
+    result = Pipeline([Train(args["epochs"], args["batch_size"], args["learning_rate"])], name="baseline").run(
+        ds, model=model, strategy=strategy)
+    path = os.path.join(out, "baseline.keras")
     result.model.save(path + ".tmp.keras")
     os.replace(path + ".tmp.keras", path)
-    kc.export.write_atomic(meta_path, json.dumps(key))
+    kc.export.write_atomic(os.path.join(out, "baseline.json"), json.dumps(key))
     return result.model
 
 
@@ -96,9 +107,9 @@ def _budget(args) -> dict:
             "max_arena_bytes": args["max_arena_bytes"]}
 
 
-def _replay(recipe, ds, baseline, seed, out) -> dict:
+def _replay(recipe, ds, baseline, seed, args, out, strategy) -> dict:
     """Re-runs the found recipe with another seed; returns its int8 record (test accuracy in LiteRT)."""
-    path = os.path.join(out, f"replay_seed{seed}.json")
+    path = os.path.join(args["output_dir"], f"replay_seed{seed}.json")
     fingerprint = json.dumps(recipe.get_config(), sort_keys=True)
     if os.path.isfile(path):
         with open(path, encoding="utf-8") as f:
@@ -107,24 +118,42 @@ def _replay(recipe, ds, baseline, seed, out) -> dict:
             return done["record"]
     print(f"==> re-running the recipe with seed {seed}", flush=True)
     t0 = time.perf_counter()
-    result = recipe.run(ds, model=baseline, seed=seed)
+    result = recipe.run(ds, model=baseline, seed=seed, strategy=strategy)
     flat = next(iter(result.flatbuffers.values()))
     x_val, y_val = kc.pruning.validation_split(ds)
     val = float(np.mean(np.argmax(kc.evaluation.litert.predict(flat, x_val), -1) == y_val))
     record = {"seed": seed, "size_bytes": len(flat), "test_accuracy": result.records[0]["accuracy"],
               "val_accuracy": val, "seconds": round(time.perf_counter() - t0, 1)}
-    kc.export.write_atomic(path, json.dumps({"recipe": fingerprint, "record": record}, indent=1))
+    kc.export.write_atomic(os.path.join(out, os.path.basename(path)),
+                           json.dumps({"recipe": fingerprint, "record": record}, indent=1))
     return record
 
 
+def _strategy(args):
+    """``(tf.distribute strategy, the same or None for "default")`` of ``args["strategy"]``."""
+    name = args.get("strategy") or "default"
+    if name not in kc.models.STRATEGIES:
+        raise ValueError(f"--strategy must be one of {list(kc.models.STRATEGIES)}, got {name!r}.")
+    strategy = kc.models.get_strategy(name)
+    return strategy, None if name == "default" else strategy
+
+
 def run(args: dict) -> dict:
-    out = args["output_dir"]
-    os.makedirs(out, exist_ok=True)
+    """Trains (or re-uses) the baseline, searches, replays the other seeds and writes the outputs.
+
+    Under ``strategy="multiworker"`` every worker runs this with the same flags; only the chief writes.
+    """
     seeds = study.parse_seeds(args["seeds"], "--seeds")
+    strategy, train_strategy = _strategy(args)
     t_start = time.perf_counter()
     ds = study.load_dataset(args)
-    baseline = _baseline(args, ds, out)
+    with kc.models.writable_dir(args["output_dir"], strategy) as out:
+        with strategy.scope():  # the baseline is built (or loaded) in it; kc.compress runs outside, as it asks
+            baseline = _baseline(args, ds, out, train_strategy)
+        return _run(args, seeds, ds, baseline, out, train_strategy, t_start)
 
+
+def _run(args, seeds, ds, baseline, out, strategy, t_start) -> dict:
     print("==> sensitivity of each channel group (validation split, no fine-tuning)", flush=True)
     sens = kc.pruning.sensitivity(baseline, ds, ratios=(0.25, 0.5, 0.75))
     sens.plot(os.path.join(out, "sensitivity.png"))
@@ -135,7 +164,8 @@ def run(args: dict) -> dict:
         baseline, ds, **_budget(args), recovery_epochs=args["recovery_epochs"], step_epochs=args["step_epochs"],
         qat_epochs=args["qat_epochs"], step_fraction=args["step_fraction"], temperature=args["temperature"],
         alpha=args["alpha"], batch_size=args["compress_batch_size"], time_limit=args["time_limit"],
-        seed=seeds[0], output_dir=args.get("search_dir") or os.path.join(out, "search"),
+        seed=seeds[0], output_dir=args.get("search_dir") or os.path.join(args["output_dir"], "search"),
+        strategy=strategy,  # every worker searches in the chief's folder, which only the chief writes
     )
     search_seconds = time.perf_counter() - t0
     kc.export.save(res.flatbuffer, os.path.join(out, "winner.tflite"))
@@ -144,7 +174,7 @@ def run(args: dict) -> dict:
     runs = [{"seed": seeds[0], "size_bytes": res.winner["size_bytes"], "test_accuracy": res.winner["test_accuracy"],
              "val_accuracy": res.winner["val_accuracy"], "seconds": round(search_seconds, 1)}]
     for seed in seeds[1:]:
-        runs.append(_replay(res.recipe, ds, baseline, seed, out))
+        runs.append(_replay(res.recipe, ds, baseline, seed, args, out, strategy))
     acc = np.array([r["test_accuracy"] for r in runs])
     size = np.array([r["size_bytes"] for r in runs])
     base = res.baseline
@@ -166,7 +196,7 @@ def run(args: dict) -> dict:
                              os.path.join(out, "pareto.png"), label="label",
                              title=f"compress {args['model']} on {args['dataset']}: validation accuracy vs bytes")
     kc.export.write_atomic(os.path.join(out, "report.md"), _report(args, res, runs, summary, sens, resolved))
-    if args.get("save_recipe"):
+    if args.get("save_recipe") and (strategy is None or kc.models.is_chief(strategy)):
         kc.export.write_atomic(args["save_recipe"], json.dumps(_annotated_recipe(args, res, runs, summary, resolved),
                                                                indent=1) + "\n")
     return payload

@@ -45,6 +45,7 @@ from absl import logging
 
 from kcompress._keras import check_model, keras, tf
 from kcompress.compression.budget import Budget, BudgetError
+from kcompress.compression.workers import Workers
 from kcompress.data import Dataset
 from kcompress.pruning.sensitivity import accuracy as _accuracy
 from kcompress.reporting.tables import _json_default
@@ -176,6 +177,7 @@ class _Search:
         self.writes = bool(output_dir) and (strategy is None or is_chief(strategy))
         self.o = opts
         self.strategy = strategy
+        self.workers = Workers(strategy)
         self.verbose = verbose
         self.t0 = time.perf_counter()
         self.trials = 0
@@ -248,7 +250,7 @@ class _Search:
         if self.o["time_limit"] is None:
             return False
         # Clocks differ between workers: they stop together when one is out of time.
-        return _sum_over_workers(self.strategy, [time.perf_counter() - self.t0 > self.o["time_limit"]])[0] > 0
+        return self.workers.any(time.perf_counter() - self.t0 > self.o["time_limit"])
 
     def scope(self):
         return self.strategy.scope() if self.strategy is not None else contextlib.nullcontext()
@@ -668,7 +670,9 @@ def compress(model, dataset: Dataset, max_bytes: int | None = None, max_accuracy
 
     Raises:
         TypeError / ValueError: bad arguments (named, with what is allowed), or workers of a
-            multi-worker strategy that start from different states (one resumes, one not).
+            multi-worker strategy that start from different states (one resumes, one not; one
+            cannot read or write its ``output_dir``; ``time_limit`` or ``max_trials`` set on
+            one only): raised on every worker before anything trains.
         BudgetError: the budget cannot be met; the message gives the smallest size reached
             and its accuracy, ``records`` every candidate.
 
@@ -707,22 +711,10 @@ def compress(model, dataset: Dataset, max_bytes: int | None = None, max_accuracy
     }
     if strategy is not None and not isinstance(strategy, tf.distribute.Strategy):
         raise TypeError(f"strategy must be None or a tf.distribute.Strategy, got {type(strategy).__name__}.")
-    from kcompress.models.training import is_chief
-
     if output_dir is not None:
         if not isinstance(output_dir, (str, os.PathLike)) or not os.fspath(output_dir):
             raise TypeError(f"output_dir must be a folder path or None, got {output_dir!r}.")
         output_dir = os.fspath(output_dir)
-    if output_dir is not None and (strategy is None or is_chief(strategy)):  # the other workers only read it
-        try:
-            os.makedirs(output_dir, exist_ok=True)
-            probe = os.path.join(output_dir, ".kcompress-write-test")
-            with open(probe, "w") as f:
-                f.write("ok")
-            os.unlink(probe)
-        except OSError as err:
-            raise ValueError(f"output_dir {output_dir!r} is not a writable folder ({err.strerror}); "
-                             "pass a folder you can write to.") from err
     if dataset.num_train < 20 or dataset.num_test < 1:
         raise ValueError(f"dataset {dataset.name!r} is too small to compress: {dataset.num_train} training and "
                          f"{dataset.num_test} test images (need >= 20 and >= 1).")
@@ -732,43 +724,28 @@ def compress(model, dataset: Dataset, max_bytes: int | None = None, max_accuracy
     # run with another budget resumes the same trajectory and finished candidates.
     config = {k: v for k, v in opts.items() if k not in ("max_trials", "time_limit", "max_finishes")}
     fingerprint = _fingerprint(model, dataset, config)
-    resumed = False
-    if output_dir and os.path.exists(search.path(_STATE)):
-        with open(search.path(_STATE), encoding="utf-8") as f:
-            old = json.load(f)
-        if old.get("fingerprint") != fingerprint or old.get("version") != _VERSION:
-            raise ValueError(
-                f"output_dir {output_dir!r} holds a compress run with another model, dataset or settings "
-                f"(fingerprint {old.get('fingerprint')} != {fingerprint}; a budget may change, nothing else); use a "
-                f"new output_dir or delete "
-                f"{search.path(_STATE)} to start over."
-            )
-        search.state = old
-        search.state["finishes"] = dict(old.get("finishes", {}))
-        for entry in search.state["finishes"].values():
-            legacy = entry.pop("flatbuffer_path", None)  # one file per finish, before every export was kept
-            for rec in entry["options"]:
-                if legacy and rec["variant"] == entry.get("chosen"):
-                    rec.setdefault("flatbuffer_path", legacy)
-        search.models[0] = model
-        for record in search.state["steps"]:
-            search.models[record["step"]] = search.load_model(record["model_path"])
-            record["meets_budget"] = search.meets(record)
-            if "min_size_bytes" not in record:  # searches written before it was measured
-                record["min_size_bytes"] = search.smallest_bytes(search.models[record["step"]])
-        base = search.state["baseline"]["int8"]
-        if "min_size_bytes" not in base:
-            base["min_size_bytes"] = search.smallest_bytes(model)
-        resumed = True
-        logging.info("[compress] resuming from %s: %d steps, %d finished candidates", output_dir,
-                     len(search.state["steps"]), len(search.state["finishes"]))
+    # What one worker meets alone (an unwritable or foreign output_dir) fails every worker below:
+    # a worker that raised here would leave the others waiting on their first all-reduce.
+    resumed, error = False, None
+    try:
+        if search.writes:  # the other workers only read it
+            _check_writable(output_dir)
+        resumed = _resume(search, model, fingerprint)
+    except (OSError, ValueError) as err:
+        error = err
     search.state["fingerprint"] = fingerprint
     search.models[0] = model
     # Every worker must take the same decisions; a barrier, too, before the chief writes anything.
-    _check_workers_agree(strategy, {
-        "fingerprint[:2]": int(fingerprint[:2], 16), "fingerprint[2:4]": int(fingerprint[2:4], 16),
-        "resumed": int(resumed), "steps": len(search.state["steps"]), "finishes": len(search.state["finishes"]),
-    }, output_dir)
+    search.workers.check_same({
+        "fingerprint": int(fingerprint[:6], 16), "failed": int(error is not None), "resumed": int(resumed),
+        "steps": len(search.state["steps"]), "finishes": len(search.state["finishes"]),
+        "time_limit": int(opts["time_limit"] is not None),  # only then does each check all-reduce
+        "max_trials": -1 if opts["max_trials"] is None else opts["max_trials"],
+    }, "the workers of the MultiWorkerMirroredStrategy start compress from different states ({differ} differ; "
+       "{workers}). Every worker must run the same model, dataset and settings, and read the same output_dir "
+       f"({output_dir!r}) on shared storage to resume, or none to start afresh.", cause=error)
+    if error is not None:
+        raise error
 
     if not resumed:
         from kcompress import export
@@ -836,36 +813,56 @@ def compress(model, dataset: Dataset, max_bytes: int | None = None, max_accuracy
     return result
 
 
-def _sum_over_workers(strategy, values) -> np.ndarray:
-    """``values`` summed over the replicas of a ``MultiWorkerMirroredStrategy`` (an all-reduce);
-    as they are for any other strategy."""
-    values = np.asarray(values, np.float32)
-    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
-        return values
-
-    @tf.function
-    def reduce(v):
-        return strategy.run(
-            lambda t: tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, tf.identity(t)),
-            args=(v,))  # tf.identity: the value on the replica's device, which the all-reduce needs
-
-    return np.asarray(strategy.experimental_local_results(reduce(tf.constant(values)))[0])
-
-
-def _check_workers_agree(strategy, values: dict, output_dir):
-    """Raises on every worker when the workers of a multi-worker strategy start from different states."""
-    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+def _check_writable(output_dir):
+    if output_dir is None:
         return
-    mine = np.asarray([v % 1024 for v in values.values()], np.float32)  # float32 sums of squares stay exact
-    n = strategy.num_replicas_in_sync
-    total = _sum_over_workers(strategy, np.concatenate([mine, mine**2]))
-    differ = [k for k, v, s, s2 in zip(values, mine, total[:len(mine)], total[len(mine):], strict=True)
-              if s != n * v or s2 != n * v * v]
-    if differ:
+    try:
+        os.makedirs(output_dir, exist_ok=True)
+        probe = os.path.join(output_dir, ".kcompress-write-test")
+        with open(probe, "w") as f:
+            f.write("ok")
+        os.unlink(probe)
+    except OSError as err:
+        raise ValueError(f"output_dir {output_dir!r} is not a writable folder ({err.strerror}); "
+                         "pass a folder you can write to.") from err
+
+
+def _resume(search, model, fingerprint) -> bool:
+    """Loads the state and models of a run in ``search.output_dir``; whether there was one.
+
+    Raises:
+        ValueError: the folder holds a run of another model, dataset or settings.
+    """
+    if not search.output_dir or not os.path.exists(search.path(_STATE)):
+        return False
+    with open(search.path(_STATE), encoding="utf-8") as f:
+        old = json.load(f)
+    if old.get("fingerprint") != fingerprint or old.get("version") != _VERSION:
         raise ValueError(
-            f"the workers of the MultiWorkerMirroredStrategy start compress from different states ({', '.join(differ)} "
-            f"differ; this worker: {values}). Every worker must run the same model, dataset and settings, and read "
-            f"the same output_dir ({output_dir!r}) on shared storage to resume, or none to start afresh.")
+            f"output_dir {search.output_dir!r} holds a compress run with another model, dataset or settings "
+            f"(fingerprint {old.get('fingerprint')} != {fingerprint}; a budget may change, nothing else); use a "
+            f"new output_dir or delete {search.path(_STATE)} to start over."
+        )
+    old["finishes"] = dict(old.get("finishes", {}))
+    for entry in old["finishes"].values():
+        legacy = entry.pop("flatbuffer_path", None)  # one file per finish, before every export was kept
+        for rec in entry["options"]:
+            if legacy and rec["variant"] == entry.get("chosen"):
+                rec.setdefault("flatbuffer_path", legacy)
+    models = {0: model}
+    for record in old["steps"]:
+        models[record["step"]] = search.load_model(record["model_path"])
+    search.state, search.models = old, models  # only once all of it was read
+    for record in old["steps"]:
+        record["meets_budget"] = search.meets(record)
+        if "min_size_bytes" not in record:  # searches written before it was measured
+            record["min_size_bytes"] = search.smallest_bytes(models[record["step"]])
+    base = old["baseline"]["int8"]
+    if "min_size_bytes" not in base:
+        base["min_size_bytes"] = search.smallest_bytes(model)
+    logging.info("[compress] resuming from %s: %d steps, %d finished candidates", search.output_dir,
+                 len(old["steps"]), len(old["finishes"]))
+    return True
 
 
 def _recipe(search, entry):

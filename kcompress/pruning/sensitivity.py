@@ -11,6 +11,7 @@ from absl import logging
 from kcompress._keras import check_model
 from kcompress.data import Dataset
 from kcompress.pruning.channels import channel_groups, prune_channels
+from kcompress.validation import check_fraction, check_int
 
 
 def validation_split(dataset: Dataset, fraction: float = 0.1, max_samples: int | None = None):
@@ -27,8 +28,8 @@ def validation_split(dataset: Dataset, fraction: float = 0.1, max_samples: int |
     """
     if not isinstance(dataset, Dataset):
         raise TypeError(f"dataset must be a kcompress.data.Dataset, got {type(dataset).__name__}.")
-    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0.0 < fraction < 1.0:
-        raise ValueError(f"fraction must be a number in (0, 1), got {fraction!r}.")
+    fraction = check_fraction("fraction", fraction, low_open=True, high_open=True)
+    max_samples = check_int("max_samples", max_samples, 1, allow_none=True)
     n = dataset.num_train
     split_at = int(n * (1.0 - fraction))  # the same rounding as Keras' validation_split
     if split_at >= n:
@@ -162,8 +163,7 @@ def sensitivity(model, dataset: Dataset, ratios=(0.25, 0.5, 0.75), layers=None, 
     for r in ratios:
         if isinstance(r, bool) or not isinstance(r, (int, float)) or not 0.0 < r < 1.0:
             raise ValueError(f"ratios must hold fractions in (0, 1), got {r!r} in {ratios!r}.")
-    if max_samples is not None and (isinstance(max_samples, bool) or not isinstance(max_samples, int) or max_samples < 1):
-        raise ValueError(f"max_samples must be a positive int or None, got {max_samples!r}.")
+    max_samples = check_int("max_samples", max_samples, 1, allow_none=True)
     if dataset.streams and max_samples is None:
         # The whole tail of a streaming dataset may not fit in memory: each model reads it again.
         def score(m):

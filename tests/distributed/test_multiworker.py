@@ -1,17 +1,19 @@
 """Two worker processes on 127.0.0.1 under MultiWorkerMirroredStrategy (``worker.py`` is one worker).
 
 Each worker is a separate Python process with one intra-op thread, bounded in time and
-killed on the way out; the single-process reference runs in the test process.
+killed on the way out; the single-process reference runs in the test process. The
+two-process tests share two launches (the ``two_workers`` fixture): a worker's imports and
+cluster start cost more than most of what it checks. The agreement between workers is also
+tested in one process, with the exchange faked.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
+import importlib
 import json
 import os
 import pathlib
-import shutil
 import signal
 import socket
 import subprocess
@@ -22,6 +24,7 @@ import numpy as np
 import pytest
 
 import kcompress as kc
+from kcompress.compression.workers import Workers
 from kcompress.pipeline import Evaluate, Export, Pipeline, Prune, QuantizeAware
 
 WORKER = pathlib.Path(__file__).with_name("worker.py")
@@ -103,11 +106,6 @@ def _files(folder):
     return sorted(p.name for p in pathlib.Path(folder).rglob("*") if p.is_file()) if os.path.isdir(folder) else []
 
 
-def _digests(folder):
-    return {str(p.relative_to(folder)): (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns)
-            for p in pathlib.Path(folder).rglob("*") if p.is_file()}
-
-
 def _reference(ds, model, prune_epochs):
     return Pipeline([Prune(0.75, epochs=prune_epochs, batch_size=64),
                      QuantizeAware(epochs=1, batch_size=64, learning_rate=1e-4),
@@ -115,16 +113,72 @@ def _reference(ds, model, prune_epochs):
         ds, model=model, seed=0, verbose=0)
 
 
-@pytest.mark.slow
-def test_prune_qat_pipeline_and_distiller_on_two_workers(tmp_path, trained_lenet, mnist):
+_COMPRESS = {"max_bytes": 40_000, "recovery_epochs": 1, "step_epochs": 1, "qat_epochs": 0, "step_fraction": 0.5,
+             "batch_size": 128, "calibration_samples": 100, "verbose": 0, "seed": 0}
+
+
+def _resume_configs(tmp_path, epoch_sleep):
+    """The resume test's training on each worker: 3 epochs from scratch, backed up after each."""
+    return [{"train": 1000, "test": 300, "epochs": 3, "epoch_sleep": epoch_sleep, "backup_dir": str(tmp_path / "backup"),
+             "output_dir": str(tmp_path / f"resume_w{i}")} for i in range(2)]
+
+
+def _kill_one_worker_mid_training(tmp_path) -> dict:
+    """Starts the resume test's training on two workers; kills worker 1 once the chief has backed up epoch 1."""
+    marker = tmp_path / "backup" / "stage00_train" / "chief" / "checkpoint"  # written by the chief after epoch 1
+    configs = [{"train": 1000, "test": 300, "resume": r} for r in _resume_configs(tmp_path, epoch_sleep=0.3)]
+    with _cluster(tmp_path, "first", configs) as procs:
+        deadline = time.monotonic() + TIMEOUT_S
+        while not marker.exists():
+            assert time.monotonic() < deadline, "no backup was written in time"
+            assert all(p.poll() is None for p, _, _ in procs), (tmp_path / "first_w1.log").read_text()[-3000:]
+            time.sleep(0.05)
+        os.killpg(procs[1][0].pid, signal.SIGKILL)  # worker 1 dies mid-training
+        # Its peer cannot finish an all-reduce without it: TensorFlow's health check fails it
+        # (UnavailableError) and the cluster restarts, as a cluster manager would do.
+        try:
+            procs[0][0].wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(procs[0][0].pid, signal.SIGKILL)
+    return {"first_finished": (tmp_path / "first_w0.json").exists(),
+            "first_backup": _files(tmp_path / "backup" / "stage00_train" / "chief")}
+
+
+@pytest.fixture(scope="module")
+def two_workers(tmp_path_factory, trained_lenet, mnist):
+    """Two launches of two workers, shared by the tests below (a launch costs ~10 s of imports per worker).
+
+    The first trains and loses worker 1 mid-training. In the second (the restarted cluster),
+    each worker resumes that training from its backup, runs the Prune → QuantizeAware
+    pipeline, the other training stages and a Distiller fit, then ``kc.compress`` four times:
+    afresh; resumed; with worker 1 reading an empty folder (different start states); resumed
+    with a tighter budget and a time limit that only worker 1 has used up.
+    """
+    tmp_path = tmp_path_factory.mktemp("two_workers")
+    killed = _kill_one_worker_mid_training(tmp_path)
     ds = mnist.take(train=1200, test=400)
     weights = _weights_file(tmp_path, trained_lenet)
-    base = {"mode": "pipeline", "train": 1200, "test": 400, "weights": weights, "prune_epochs": 1, "more_stages": True}
-    configs = [{**base, "output_dir": str(tmp_path / f"out_w{i}")} for i in range(2)]
+    configs = []
+    for i, resume in enumerate(_resume_configs(tmp_path, epoch_sleep=0.0)):
+        own, chief = str(tmp_path / f"compress_w{i}"), str(tmp_path / "compress_w0")
+        calls = [{"output_dir": own, "settings": _COMPRESS},
+                 {"output_dir": own, "settings": _COMPRESS, "copy_from": chief},  # resumed: nothing trains
+                 {"output_dir": chief if i == 0 else str(tmp_path / "empty_w1"), "settings": _COMPRESS},
+                 {"output_dir": own, "settings": {**_COMPRESS, "max_bytes": 10_000,
+                                                  "time_limit": 1e-6 if i == 1 else 1e6}}]
+        configs.append({"mode": "pipeline", "train": 1200, "test": 400, "weights": weights, "prune_epochs": 1,
+                        "more_stages": True, "output_dir": str(tmp_path / f"out_w{i}"), "resume": resume,
+                        "compress_calls": calls, "compress_train": 1000, "compress_test": 200})
     with _cluster(tmp_path, "mw", configs) as procs:
         # A single-process run with the same global batch (64), while the workers start.
-        single = _reference(ds, trained_lenet, base["prune_epochs"])
-        w0, w1 = _wait(procs, tmp_path, "mw")
+        single = _reference(ds, trained_lenet, 1)
+        w0, w1 = _wait(procs, tmp_path, "mw", timeout=2 * TIMEOUT_S)
+    return {"tmp": tmp_path, "single": single, "w0": w0, "w1": w1, **killed}
+
+
+@pytest.mark.slow
+def test_prune_qat_pipeline_and_distiller_on_two_workers(two_workers):
+    tmp_path, single, w0, w1 = (two_workers[k] for k in ("tmp", "single", "w0", "w1"))
 
     # Task 0 is the chief; it alone wrote the flatbuffer; the other worker wrote nothing.
     assert (w0["chief"], w1["chief"]) == (True, False)
@@ -160,36 +214,18 @@ def test_prune_qat_pipeline_and_distiller_on_two_workers(tmp_path, trained_lenet
 
 
 @pytest.mark.slow
-def test_killed_worker_resumes_from_backup(tmp_path):
-    backup = tmp_path / "backup"
-    base = {"mode": "train", "train": 1000, "test": 300, "epochs": 3, "epoch_sleep": 0.3, "backup_dir": str(backup)}
-    configs = [{**base, "output_dir": str(tmp_path / f"out_w{i}")} for i in range(2)]
-    marker = backup / "stage00_train" / "chief" / "checkpoint"  # written by the chief after epoch 1
-    with _cluster(tmp_path, "first", configs) as procs:
-        deadline = time.monotonic() + TIMEOUT_S
-        while not marker.exists():
-            assert time.monotonic() < deadline, "no backup was written in time"
-            assert all(p.poll() is None for p, _, _ in procs), (tmp_path / "first_w1.log").read_text()[-3000:]
-            time.sleep(0.05)
-        os.killpg(procs[1][0].pid, signal.SIGKILL)  # worker 1 dies mid-training
-        # Its peer cannot finish an all-reduce without it: TensorFlow's health check fails it
-        # (UnavailableError) and the cluster restarts, as a cluster manager would do.
-        try:
-            procs[0][0].wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(procs[0][0].pid, signal.SIGKILL)
-    assert not (tmp_path / "first_w0.json").exists()  # the first run never finished
-    assert _files(backup / "stage00_train" / "chief"), "the chief's backup is missing"
-
-    with _cluster(tmp_path, "again", [{**c, "epoch_sleep": 0.0} for c in configs]) as procs:
-        w0, w1 = _wait(procs, tmp_path, "again")
-    resumed = w0["log"][0].get("resumed_at_epoch")
-    assert resumed is not None and 1 <= resumed < 3, w0["log"]
-    assert w1["log"][0].get("resumed_at_epoch") == resumed
+def test_killed_worker_resumes_from_backup(two_workers):
+    tmp_path, w0, w1 = two_workers["tmp"], two_workers["w0"], two_workers["w1"]
+    assert not two_workers["first_finished"]  # the first run never finished
+    assert two_workers["first_backup"], "the chief's backup is missing"
+    # The restarted cluster resumed from the backup, not from scratch.
+    resumed = w0["train_log"][0].get("resumed_at_epoch")
+    assert resumed is not None and 1 <= resumed < 3, w0["train_log"]
+    assert w1["train_log"][0].get("resumed_at_epoch") == resumed
     assert _same_weights(w0["weights"], w1["weights"], "model_") < 1e-6
-    assert w0["accuracy"] > 0.8
-    assert _files(tmp_path / "out_w1") == []
-    assert _files(tmp_path / "out_w0") == ["resume_float32.tflite"]
+    assert w0["train_accuracy"] > 0.8
+    assert _files(tmp_path / "resume_w1") == []
+    assert _files(tmp_path / "resume_w0") == ["resume_float32.tflite"]
 
 
 def test_get_strategy_multiworker_needs_tf_config(monkeypatch):
@@ -216,39 +252,125 @@ def test_is_chief_of_single_process_strategies(mirrored):
         kc.models.is_chief("multiworker")
 
 
+def _decisions(call):
+    """Every record of a compress call but its clock."""
+    return [{k: v for k, v in r.items() if k != "seconds"} for r in call["records"]]
+
+
 @pytest.mark.slow
-def test_compress_on_two_workers_takes_the_same_decisions_and_only_the_chief_writes(tmp_path, trained_lenet):
-    settings = {"max_bytes": 40_000, "recovery_epochs": 1, "step_epochs": 1, "qat_epochs": 0, "step_fraction": 0.5,
-                "batch_size": 128, "calibration_samples": 100, "verbose": 0, "seed": 0}
-    base = {"mode": "compress", "train": 1000, "test": 200, "weights": _weights_file(tmp_path, trained_lenet),
-            "compress": settings}
-    configs = [{**base, "output_dir": str(tmp_path / f"out_w{i}")} for i in range(2)]
-    with _cluster(tmp_path, "cw", configs) as procs:
-        w0, w1 = _wait(procs, tmp_path, "cw")
-
+def test_compress_on_two_workers_takes_the_same_decisions_and_only_the_chief_writes(two_workers):
+    tmp_path = two_workers["tmp"]
+    (c0, resumed0, *_), (c1, resumed1, *_) = two_workers["w0"]["compress"], two_workers["w1"]["compress"]
     # The same search on both workers: every record (but its clock), the winner, the recipe, the bytes.
-    def decisions(result):
-        return [{k: v for k, v in r.items() if k != "seconds"} for r in result["records"]]
-
-    assert decisions(w0) == decisions(w1)
-    assert w0["recipe"] == w1["recipe"]
-    assert w0["flatbuffer_sha256"] == w1["flatbuffer_sha256"]
-    assert w0["flatbuffer_bytes"] <= 40_000 < w0["records"][0]["size_bytes"]  # the budget is met, by cutting
-    assert w0["winner"]["meets_budget"] and w0["winner"]["test_accuracy"] > 0.8
-    assert {r["phase"] for r in w0["records"]} == {"baseline", "explore", "finish", "winner"}
+    assert "error" not in c0 and "error" not in c1, (c0.get("message"), c1.get("message"))
+    assert _decisions(c0) == _decisions(c1)
+    assert c0["recipe"] == c1["recipe"]
+    assert c0["flatbuffer_sha256"] == c1["flatbuffer_sha256"]
+    assert c0["flatbuffer_bytes"] <= 40_000 < c0["records"][0]["size_bytes"]  # the budget is met, by cutting
+    assert c0["winner"]["meets_budget"] and c0["winner"]["test_accuracy"] > 0.8
+    assert {r["phase"] for r in c0["records"]} == {"baseline", "explore", "finish", "winner"}
     # Only the chief wrote; its folder holds the whole run (state, models, flatbuffers, report).
-    assert _files(tmp_path / "out_w1") == []
-    written = _files(tmp_path / "out_w0")
-    assert {"compress_state.json", "winner.tflite", "recipe.json", "report.md"} <= set(written), written
+    assert c1["after"] == {}
+    assert {"compress_state.json", "winner.tflite", "recipe.json", "report.md"} <= set(c0["after"]), c0["after"]
 
     # Resuming: every worker reads the chief's folder (shared storage, here a copy for worker 1).
-    shutil.copytree(tmp_path / "out_w0", tmp_path / "out_w1", dirs_exist_ok=True)
-    before = _digests(tmp_path / "out_w1")
-    with _cluster(tmp_path, "cw2", configs) as procs:
-        r0, r1 = _wait(procs, tmp_path, "cw2")
-    assert r0["flatbuffer_sha256"] == r1["flatbuffer_sha256"] == w0["flatbuffer_sha256"]
-    assert decisions(r0) == decisions(r1) == decisions(w0)
-    assert r0["compress_s"] < w0["compress_s"] / 2  # nothing trained again
-    assert _digests(tmp_path / "out_w1") == before  # the other worker read, and wrote nothing
-    print(f"MWMS compress: {w0['flatbuffer_bytes']} B, test accuracy {w0['winner']['test_accuracy']:.4f}, "
-          f"worker import {w0['import_s']:.1f} s, compress {w0['compress_s']:.1f} s, resumed {r0['compress_s']:.1f} s")
+    assert set(resumed1["before"]) == set(c0["after"])
+    assert resumed0["flatbuffer_sha256"] == resumed1["flatbuffer_sha256"] == c0["flatbuffer_sha256"]
+    assert _decisions(resumed0) == _decisions(resumed1) == _decisions(c0)
+    assert resumed0["seconds"] < c0["seconds"] / 2  # nothing trained again
+    assert resumed1["after"] == resumed1["before"]  # the other worker read, and wrote nothing
+    assert _files(tmp_path / "compress_w1") == sorted(pathlib.Path(p).name for p in c0["after"])
+    print(f"MWMS compress: {c0['flatbuffer_bytes']} B, test accuracy {c0['winner']['test_accuracy']:.4f}, "
+          f"compress {c0['seconds']:.1f} s, resumed {resumed0['seconds']:.1f} s")
+
+
+@pytest.mark.slow
+def test_compress_fails_on_every_worker_when_they_start_from_different_states(two_workers):
+    # The chief resumes from its folder, worker 1 sees an empty one: both refuse, nothing trains or hangs.
+    d0, d1 = two_workers["w0"]["compress"][2], two_workers["w1"]["compress"][2]
+    for call in (d0, d1):
+        assert call["error"] == "ValueError", call.get("message")
+        assert "start compress from different states (resumed, steps, finishes differ" in call["message"]
+        assert "replica 0: {" in call["message"] and "replica 1: {" in call["message"]
+    assert d0["after"] == d0["before"]  # the chief wrote nothing into the run it would have resumed
+    assert not (two_workers["tmp"] / "empty_w1").exists()
+
+
+@pytest.mark.slow
+def test_a_time_limit_one_worker_used_up_stops_every_worker_at_the_same_step(two_workers):
+    # A tighter budget would explore further; worker 1's clock is past its limit (worker 0's is not):
+    # both stop before the next step, so both fail the budget alike, with the same records.
+    t0, t1 = two_workers["w0"]["compress"][3], two_workers["w1"]["compress"][3]
+    steps = len([r for r in two_workers["w0"]["compress"][0]["records"] if r["phase"] == "explore"])
+    for call in (t0, t1):
+        assert call["error"] == "BudgetError", call.get("message")
+        assert "Exploration stopped because: time or trial limit reached" in call["message"]
+        assert len([r for r in call["records"] if r["phase"] == "explore"]) == steps
+    assert _decisions(t0) == _decisions(t1)
+
+
+# ----------------------------------------------------------------------------- agreement, in one process
+
+class _TwoWorkers(Workers):
+    """This worker and a peer whose values are this one's updated by ``peer``: the exchange, faked."""
+
+    def __init__(self, **peer):
+        super().__init__(None)
+        self.multi, self.peer = True, peer
+
+    def gather(self, values):
+        Workers().gather(values)  # the same checks of the values
+        return [dict(values), {**values, **{k: v for k, v in self.peer.items() if k in values}}]
+
+
+def test_workers_exchange_their_values_by_one_all_reduce(mirrored):
+    # The real exchange, over the two logical CPUs: one row per replica.
+    np.testing.assert_array_equal(Workers(mirrored).exchange([3, -1, 0]), [[3, -1, 0], [3, -1, 0]])
+    one = Workers(mirrored)
+    assert not one.multi and one.gather({"a": 3}) == [{"a": 3}]  # one process: nothing to exchange
+    one.multi = True  # as a cluster would: encoded, all-reduced, decoded
+    assert one.gather({"a": 3, "b": -2, "c": True}) == [{"a": 3, "b": -2, "c": 1}] * 2
+    with pytest.raises(ValueError, match=r"b must be an int of magnitude below 16777216 to be exchanged, got 0.5"):
+        one.gather({"a": 1, "b": 0.5})
+
+
+def test_workers_agree_or_fail_together():
+    _TwoWorkers().check_same({"resumed": 1, "steps": 3}, "unused")
+    with pytest.raises(ValueError, match=r"^start: steps differ; replica 0: \{'resumed': 1, 'steps': 3\}; "
+                                         r"replica 1: \{'resumed': 1, 'steps': 0\}$") as err:
+        _TwoWorkers(steps=0).check_same({"resumed": 1, "steps": 3}, "start: {differ} differ; {workers}",
+                                        cause=OSError("mine"))
+    assert str(err.value.__cause__) == "mine"
+    # A clock past its limit on one worker stops them all.
+    assert _TwoWorkers(flag=1).any(False) and _TwoWorkers().any(True) and not _TwoWorkers().any(False)
+    assert Workers().any(True) and not Workers(None).any(False)
+
+
+@pytest.mark.parametrize("peer, differ", [
+    ({"resumed": 1, "steps": 2, "finishes": 1}, "resumed, steps, finishes"),  # the peer resumes, this one not
+    ({"time_limit": 1}, "time_limit"),  # one would all-reduce at every check, the other never
+    ({"fingerprint": 7}, "fingerprint"),  # another model, dataset or settings
+])
+def test_compress_refuses_workers_that_start_differently_before_anything_runs(
+        monkeypatch, tmp_path, trained_lenet, mnist_small, peer, differ):
+    monkeypatch.setattr(importlib.import_module("kcompress.compression.search"), "Workers",
+                        lambda strategy: _TwoWorkers(**peer))
+    with pytest.raises(ValueError, match=f"start compress from different states \\({differ} differ; replica 0"):
+        kc.compress(trained_lenet, mnist_small, max_bytes=40_000, output_dir=tmp_path, verbose=0)
+    assert os.listdir(tmp_path) == []  # nothing measured, trained or written
+
+
+def test_a_worker_that_cannot_resume_fails_every_worker(monkeypatch, tmp_path, trained_lenet, mnist_small):
+    # This worker's folder holds another run; its peer's holds none. Alone, this worker would raise and
+    # leave the peer waiting on its first all-reduce; instead both raise, this one with the reason.
+    (tmp_path / "compress_state.json").write_text(json.dumps({"version": 1, "fingerprint": "0123", "steps": []}))
+    monkeypatch.setattr(importlib.import_module("kcompress.compression.search"), "Workers",
+                        lambda strategy: _TwoWorkers(failed=0))
+    with pytest.raises(ValueError, match=r"different states \(failed differ") as err:
+        kc.compress(trained_lenet, mnist_small, max_bytes=40_000, output_dir=tmp_path, verbose=0)
+    assert "holds a compress run with another model, dataset or settings" in str(err.value.__cause__)
+    # The same folder on every worker: they agree, and each raises the reason itself.
+    monkeypatch.setattr(importlib.import_module("kcompress.compression.search"), "Workers",
+                        lambda strategy: _TwoWorkers())
+    with pytest.raises(ValueError, match="holds a compress run with another model, dataset or settings"):
+        kc.compress(trained_lenet, mnist_small, max_bytes=40_000, output_dir=tmp_path, verbose=0)

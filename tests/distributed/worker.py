@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pathlib
 import sys
 import time
 
@@ -49,16 +50,43 @@ out = {"task": config["task"], "chief": kc.models.is_chief(strategy), "import_s"
 arrays = {}
 
 
-def baseline():
+def baseline(weights=True):
     with strategy.scope():
         model = kc.models.get("lenet5", ds.input_shape, ds.num_classes, seed=0)
-    if config.get("weights"):
+    if weights and config.get("weights"):
         with np.load(config["weights"]) as f:
             model.set_weights([f[f"arr_{i}"] for i in range(len(f.files))])
     return model
 
 
-if config["mode"] == "pipeline":
+if config.get("resume"):  # a Train stage backed up every epoch (the resume test), before anything else
+    resume = config["resume"]
+
+    class SlowEpochs(keras.callbacks.Callback):
+        """Gives the test time to kill a worker mid-training."""
+
+        def on_epoch_begin(self, epoch, logs=None):
+            time.sleep(resume.get("epoch_sleep", 0.0))
+
+    fit = kc.models.training.fit  # the Train stage looks it up when it runs
+
+    def fit_slowly(*args, callbacks=None, **kwargs):
+        return fit(*args, callbacks=[SlowEpochs(), *(callbacks or [])], **kwargs)
+
+    kc.models.training.fit = fit_slowly
+    t0 = time.perf_counter()
+    stage = Train(epochs=resume["epochs"], batch_size=64, learning_rate=2e-3, restore_best=False, teacher=False)
+    result = Pipeline([stage, Export("float32"), Evaluate(latency_runs=5)], name="resume").run(
+        ds.take(train=resume["train"], test=resume["test"]), model=baseline(weights=False),
+        output_dir=resume["output_dir"], strategy=strategy, seed=0, verbose=0, backup_dir=resume["backup_dir"])
+    kc.models.training.fit = fit
+    out["train_s"] = time.perf_counter() - t0
+    out["train_log"] = result.log
+    out["train_accuracy"] = result.records[0]["accuracy"]
+    arrays.update({f"model_{i}": w for i, w in enumerate(result.model.get_weights())})
+
+
+if config.get("mode") == "pipeline":
     t0 = time.perf_counter()
     pipe = Pipeline([Prune(0.75, epochs=config["prune_epochs"], batch_size=64),
                      QuantizeAware(epochs=1, batch_size=64, learning_rate=1e-4),
@@ -97,38 +125,35 @@ if config["mode"] == "pipeline":
     out["distill_accuracy"] = kc.evaluation.evaluate(student, ds, latency_runs=1)["accuracy"]
     arrays.update({f"student_{i}": w for i, w in enumerate(student.get_weights())})
 
-elif config["mode"] == "train":  # a Train stage backed up every epoch (the resume test)
-    class SlowEpochs(keras.callbacks.Callback):
-        """Gives the test time to kill a worker mid-training."""
+if config.get("compress_calls"):  # kc.compress, called in turn: every worker searches, the chief writes
+    import shutil
 
-        def on_epoch_begin(self, epoch, logs=None):
-            time.sleep(config.get("epoch_sleep", 0.0))
+    from kcompress.compression.workers import Workers
 
-    fit = kc.models.training.fit  # the Train stage looks it up when it runs
+    def digests(folder):
+        files = [p for p in pathlib.Path(folder).rglob("*") if p.is_file()]
+        return {str(p.relative_to(folder)): [hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns]
+                for p in files}
 
-    def fit_slowly(*args, callbacks=None, **kwargs):
-        return fit(*args, callbacks=[SlowEpochs(), *(callbacks or [])], **kwargs)
-
-    kc.models.training.fit = fit_slowly
-    t0 = time.perf_counter()
-    stage = Train(epochs=config["epochs"], batch_size=64, learning_rate=2e-3, restore_best=False, teacher=False)
-    result = Pipeline([stage, Export("float32"), Evaluate(latency_runs=5)], name="resume").run(
-        ds, model=baseline(), output_dir=config["output_dir"], strategy=strategy, seed=0, verbose=0,
-        backup_dir=config["backup_dir"])
-    out["train_s"] = time.perf_counter() - t0
-    out["log"] = result.log
-    out["accuracy"] = result.records[0]["accuracy"]
-    arrays.update({f"model_{i}": w for i, w in enumerate(result.model.get_weights())})
-
-elif config["mode"] == "compress":  # kc.compress: every worker searches, the chief writes
-    t0 = time.perf_counter()
-    res = kc.compress(baseline(), ds, output_dir=config["output_dir"], strategy=strategy, **config["compress"])
-    out["compress_s"] = time.perf_counter() - t0
-    out["records"] = res.records
-    out["winner"] = res.winner
-    out["recipe"] = res.recipe.get_config()
-    out["flatbuffer_sha256"] = hashlib.sha256(res.flatbuffer).hexdigest()
-    out["flatbuffer_bytes"] = len(res.flatbuffer)
+    model = baseline()
+    cds = ds.take(train=config.get("compress_train"), test=config.get("compress_test"))
+    out["compress"] = []
+    for call in config["compress_calls"]:
+        if call.get("copy_from"):  # shared storage, here a copy: once every worker is here, the chief's files are whole
+            Workers(strategy).gather({"barrier": 0})
+            if not out["chief"]:
+                shutil.copytree(call["copy_from"], call["output_dir"], dirs_exist_ok=True)
+        done = {"before": digests(call["output_dir"])}
+        t0 = time.perf_counter()
+        try:
+            res = kc.compress(model, cds, output_dir=call["output_dir"], strategy=strategy, **call["settings"])
+        except (ValueError, kc.compression.BudgetError) as err:
+            done.update(error=type(err).__name__, message=str(err), records=getattr(err, "records", None))
+        else:
+            done.update(records=res.records, winner=res.winner, recipe=res.recipe.get_config(),
+                        flatbuffer_sha256=hashlib.sha256(res.flatbuffer).hexdigest(), flatbuffer_bytes=len(res.flatbuffer))
+        done.update(seconds=time.perf_counter() - t0, after=digests(call["output_dir"]))
+        out["compress"].append(done)
 
 out["total_s"] = time.perf_counter() - t_start
 np.savez(config["result"] + ".npz", **arrays)

@@ -45,11 +45,23 @@ def test_validation_split_is_the_one_keras_holds_out(mnist_small):
     ({"ratios": ()}, ValueError, "ratios must hold at least one"),
     ({"ratios": (0.5, 1.0)}, ValueError, r"ratios must hold fractions in \(0, 1\), got 1.0"),
     ({"layers": ["pool1"]}, ValueError, "layers names 'pool1', which produces no channel group"),
-    ({"max_samples": 0}, ValueError, "max_samples must be a positive int or None, got 0"),
+    ({"max_samples": 0}, ValueError, "max_samples must be an int >= 1 or None, got 0"),
+    ({"max_samples": "100"}, TypeError, "max_samples must be an int >= 1 or None, got '100'"),
+    ({"max_samples": 1.5}, TypeError, "max_samples must be an int >= 1 or None, got 1.5"),
+    ({"max_samples": True}, TypeError, "max_samples must be an int >= 1 or None, got True"),
 ])
 def test_bad_arguments(trained_lenet, mnist_small, kwargs, error, message):
     with pytest.raises(error, match=message):
         kc.pruning.sensitivity(trained_lenet, mnist_small, **kwargs)
+
+
+def test_validation_split_checks_its_arguments(mnist_small):
+    with pytest.raises(TypeError, match="max_samples must be an int >= 1 or None, got '10'"):
+        kc.pruning.validation_split(mnist_small, max_samples="10")
+    with pytest.raises(TypeError, match=r"fraction must be a finite number in \(0, 1\), got '0.1'"):
+        kc.pruning.validation_split(mnist_small, fraction="0.1")
+    with pytest.raises(ValueError, match=r"fraction must be a finite number in \(0, 1\), got 1.0"):
+        kc.pruning.validation_split(mnist_small, fraction=1.0)
 
 
 def test_a_streamed_dataset_gives_the_same_report_without_arrays(trained_lenet, mnist, tmp_path):
