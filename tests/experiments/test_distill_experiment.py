@@ -86,7 +86,7 @@ def test_seed_means_and_tables():
     (dict(hint="conv2"), "hint must be 'student_layer:teacher_layer', got 'conv2'"),
     (dict(prune_hint="fc2:"), "prune_hint must be 'student_layer:teacher_layer', got 'fc2:'"),
     (dict(prune_hint_weights=["-1"]), r"prune_hint_weights must be >= 0, got \[-1.0\]"),
-    (dict(validation_split=0.0), "validation_split must be > 0"),
+    (dict(validation_split=0.0), r"validation_split must be 0.1 \(> 0: alpha and T are chosen on it"),
 ])
 def test_distill_run_rejects_bad_arguments(tmp_path, kwargs, match):
     with pytest.raises(ValueError, match=match):
