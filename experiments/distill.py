@@ -499,12 +499,9 @@ def _report(records, summary, best, prune_rows, prune_selection, args, chosen_al
 def main(argv):
     del argv
     values = study.flag_values(_FLAG_NAMES)
-    run(FLAGS.output_dir, FLAGS.dataset, FLAGS.teacher, FLAGS.teacher_model, FLAGS.teacher_epochs, FLAGS.student,
-        FLAGS.epochs, FLAGS.batch_size, FLAGS.learning_rate, FLAGS.temperatures, FLAGS.alphas,
-        FLAGS.alpha_temperature, FLAGS.seeds, FLAGS.validation_split, FLAGS.prune_sparsity, FLAGS.prune_epochs,
-        FLAGS.prune_seeds, FLAGS.prune_alphas, FLAGS.prune_temperatures, FLAGS.prune_hint,
-        FLAGS.prune_hint_weights, FLAGS.hint, FLAGS.hint_weight,
-        FLAGS.data_dir, FLAGS.max_train, FLAGS.max_test, FLAGS.latency_runs, FLAGS.strategy, values)
+    # Every argument of _run but these two is the flag of the same name.
+    names = [p for p in inspect.signature(_run).parameters if p not in ("output_dir", "flag_values")]
+    run(FLAGS.output_dir, **{name: values[name] for name in names}, flag_values=values)
     if not kc.models.is_chief(kc.models.get_strategy(FLAGS.strategy)):
         return  # only the chief wrote the report
     with open(os.path.join(FLAGS.output_dir, "report.md"), encoding="utf-8") as f:
