@@ -6,7 +6,7 @@ For each model (LeNet-300-100 and LeNet-5 by default): train a baseline, prune
 the fully connected layers (polynomial schedule, fine-tuned), cluster every
 layer with sparsity preservation (32 shared values for Dense, 16 for Conv2D)
 and fine-tune the centroids, then count the entropy-coded size
-(``kc.clustering.entropy_coded_size``: Huffman-coded cluster indices and
+(``kc.evaluation.entropy_coded_size``: Huffman-coded cluster indices and
 relative sparse indices plus codebooks) against the float32 weights. Also
 product quantization of the pruned model (no fine-tuning) and, for LeNet-5,
 low-rank factorization of the dense layers at half the parameters, fine-tuned.
@@ -80,7 +80,7 @@ def _measure(name, variant, model, ds, out, args, sparse, entropy=None, extra=No
     flat = kc.export.to_tflite(model, "float32", sparse=sparse, verbose=False)
     kc.export.save(flat, os.path.join(out, f"{name}_{variant}.tflite"))
     r = kc.evaluation.evaluate(flat, ds, latency_runs=50)
-    entropy = entropy if entropy is not None else kc.clustering.entropy_coded_size(model).as_dict()
+    entropy = entropy if entropy is not None else kc.evaluation.entropy_coded_size(model).as_dict()
     robust = kc.evaluation.robustness(flat, ds, max_samples=args["robustness_samples"], seed=args["seed"])
     record = {"model": name, "variant": f"{name} {variant}", "keras_accuracy": keras_acc, **r, **entropy,
               **robust, "sparsity": kc.pruning.sparsity(model).prunable, **(extra or {})}
@@ -166,7 +166,7 @@ def run(args: dict) -> list[dict]:
 def _notes(args) -> str:
     return (
         "Deep Compression accounting: 'float32_bytes' is every weight as a 32-bit float; 'entropy_bytes' is "
-        "kc.clustering.entropy_coded_size (per tensor the cheapest of raw float32, Huffman-coded values, or "
+        "kc.evaluation.entropy_coded_size (per tensor the cheapest of raw float32, Huffman-coded values, or "
         "Huffman-coded values plus Huffman-coded relative indices with filler zeros; codebooks and Huffman tables "
         "counted) and 'entropy_ratio' their ratio; the published ratios are Han et al. 2016, Table 1 (LeNet-300-100 "
         "40x, LeNet-5 39x, Caffe models of 267K and 431K weights). For a baseline or pruned model the values are "

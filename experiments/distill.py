@@ -20,9 +20,13 @@
    --prune_hint_weights (first prune seed); the chosen alpha and T without the hint
    (logits only) are run too, so the table shows what the hint adds.
 
-Every model is measured with ``kc.evaluation.evaluate`` on the Keras model (accuracy
-over the test set, parameters, float32 flatbuffer bytes and gzip bytes, single-sample
-Keras latency). Writes
+Every variant is a ``kcompress.pipeline.Pipeline`` (``Train``, ``Distill``, or ``Prune`` whose
+fine-tuning is ``finetune=Distill(...)`` or plain) ending in ``Evaluate(keras=True)``, run on
+the shared study runner (``kcompress.reporting.study.Study``): the teacher trains in
+<output_dir>/teacher/, and each finished run is stored in <output_dir>/seed<N>/variants/<name>.json,
+so a re-run with the same flags re-uses it (an interrupted run loses nothing). Every model is
+measured with ``kc.evaluation.evaluate`` on the Keras model (accuracy over the test set,
+parameters, float32 flatbuffer bytes and gzip bytes, single-sample Keras latency). Writes
 results.json, results.csv, report.md and flags.json into --output_dir.
 """
 
@@ -37,10 +41,15 @@ import time
 from absl import app, flags, logging
 
 import kcompress as kc
+from kcompress.pipeline import Distill, Evaluate, Pipeline, Prune, Train
 from kcompress.reporting import study
 
 FLAGS = flags.FLAGS
 _FLAG_NAMES: list[str] = []
+# What the stored runs depend on besides their pipelines (changing these re-runs them).
+_SETTINGS = ("dataset", "max_train", "max_test", "teacher", "teacher_model", "teacher_epochs", "student",
+             "learning_rate", "batch_size", "validation_split", "strategy")
+_TEACHER_SETTINGS = ("dataset", "max_train", "max_test", "teacher", "validation_split", "strategy")
 _COLUMNS = ("variant", "accuracy", "params", "nonzero_params", "size_bytes", "gzip_bytes", "latency_ms")
 
 
@@ -54,7 +63,8 @@ def _own_flags():
     flags.DEFINE_list("temperatures", ["1", "2", "4", "6", "8", "10"], "Distillation temperatures to sweep.")
     flags.DEFINE_list("alphas", ["0.1", "0.5"], "Candidate hard-label weights; chosen on the validation split.")
     flags.DEFINE_float("alpha_temperature", 4.0, "Temperature at which alpha is chosen.", lower_bound=0.0)
-    flags.DEFINE_float("validation_split", 0.1, "Fraction of the training split held out for model selection.")
+    flags.DEFINE_float("validation_split", 0.1, "Fraction of the training split held out for model "
+                       "selection: 0.1, the tail every pipeline stage holds out.")
     flags.DEFINE_float("prune_sparsity", 0.8, "Target sparsity of prune + fine-tune / prune + distill (0 skips).")
     flags.DEFINE_integer("prune_epochs", 4, "Recovery epochs of both pruned variants.", lower_bound=1)
     flags.DEFINE_list("prune_seeds", ["0", "1", "2", "3", "4"], "Seeds of the pruning comparison.")
@@ -105,101 +115,130 @@ def _ints(values, name):
     return out
 
 
+def _name(*parts) -> str:
+    """A pipeline (and stored variant) name: no spaces, slashes or colons."""
+    return "_".join(str(p) for p in parts).replace(":", "-").replace(" ", "")
+
+
 class _Runner:
-    """Trains and measures the variants; holds what they share."""
+    """Builds the variants as Pipelines and runs them on the shared study runner; holds what they share.
 
-    def __init__(self, ds, args):
-        self.ds, self.args = ds, args
-        self.strategy = kc.models.get_strategy(args["strategy"])
+    Every variant is a :class:`kcompress.pipeline.Pipeline` run by :class:`kcompress.reporting.study.Study`
+    (``seed<N>/variants/<name>.json`` in ``output_dir``), so a re-run with the same flags re-uses what
+    finished, and a variant run twice (the chosen alpha's run at ``alpha_temperature``, the chosen prune
+    + distill settings' run on the first prune seed) is trained once.
+    """
 
-    def optimizer(self):
-        return kc.keras.optimizers.Adam(self.args["learning_rate"])
+    def __init__(self, ds, args, output_dir):
+        self.ds, self.args, self.output_dir = ds, args, output_dir
+        strategy = kc.models.get_strategy(args["strategy"])
+        self.strategy = strategy
+        self.study_strategy = None if args["strategy"] == "default" else strategy
+        self.settings = {k: args[k] for k in _SETTINGS}
+        self.teacher_net = None
+        self.done = {}  # (seed, pipeline name) -> the Study's stored record
 
-    def fit(self, model, epochs, callbacks=None, restore_best=True):
-        best = kc.models.RestoreBest("val_accuracy") if restore_best else None
-        t0 = time.perf_counter()
-        history = kc.models.fit(model, self.ds, epochs=epochs, batch_size=self.args["batch_size"],
-                                validation_split=self.args["validation_split"],
-                                callbacks=list(callbacks or []) + ([best] if best else []), verbose=0)
-        seconds = time.perf_counter() - t0
-        val = history.history["val_accuracy"]
-        if best is None:
-            return {"val_accuracy": float(val[-1]), "best_epoch": len(val), "train_seconds": seconds}
-        return {"val_accuracy": float(best.best), "best_epoch": int(best.best_epoch) + 1, "train_seconds": seconds}
+    def _build(self, start, seed):
+        a = self.args
+        if start == "trained_teacher":
+            return self.teacher_net
+        # "teacher" (trained once, seed 0) or "student" (one per seed): the seed fixes the initial weights.
+        return kc.models.get(a[start], self.ds.input_shape, self.ds.num_classes, seed=seed)
 
-    def measure(self, model, variant, **extra):
-        result = kc.evaluation.evaluate(model, self.ds, latency_runs=self.args["latency_runs"])
-        record = {"variant": variant, **result, **extra}
+    def _evaluate(self):
+        return Evaluate(keras=True, latency_runs=self.args["latency_runs"])
+
+    def teacher(self):
+        """The teacher: --teacher_model loaded, or a Train pipeline (seed 0) in ``output_dir/teacher``."""
+        a = self.args
+        if a["teacher_model"]:
+            logging.info("Loading the teacher from %s", a["teacher_model"])
+            with self.strategy.scope():
+                self.teacher_net = kc.keras.models.load_model(a["teacher_model"], compile=False)
+            return {}
+        logging.info("Training the teacher %s for %d epochs", a["teacher"], a["teacher_epochs"])
+        train = Pipeline([Train(a["teacher_epochs"], a["batch_size"], a["learning_rate"])], name="teacher")
+        folder = os.path.join(self.output_dir, "teacher")
+        done = study.Study([], self._build, settings={k: self.settings[k] for k in _TEACHER_SETTINGS},
+                           baseline=study.Entry("teacher", "teacher", train),
+                           strategy=self.study_strategy).run(self.ds, folder, seeds=[0])
+        with self.strategy.scope():
+            self.teacher_net = kc.keras.models.load_model(
+                os.path.join(study.seed_dir(folder, 0), "baseline.keras"), compile=False)
+        return _training_info(done[0]["teacher"])
+
+    def run(self, pipelines, seeds, start="student"):
+        """Runs ``pipelines`` (from ``start``) for every seed, the teacher as the study's baseline."""
+        entries = [study.Entry(p.name, start, p) for p in pipelines]
+        baseline = study.Entry("teacher", "trained_teacher", Pipeline([self._evaluate()], name="teacher"))
+        done = study.Study(entries, self._build, settings=self.settings, baseline=baseline,
+                           baseline_settings=[k for k in _SETTINGS if k != "student"],
+                           strategy=self.study_strategy).run(self.ds, self.output_dir, seeds)
+        for seed, by_name in done.items():
+            for name, record in by_name.items():
+                self.done[seed, name] = record
+
+    def record(self, run_seed, name, variant, /, **extra):
+        """The measured record of pipeline ``name``'s run with ``run_seed``, as ``variant``."""
+        stored = self.done[run_seed, name]
+        (measured,) = stored["records"]
+        record = {**measured, "variant": variant, "pipeline": name, **extra, **_training_info(stored)}
         logging.info("%-28s test %.2f%%  val %.2f%%  %s params  %.0f s", variant, 100 * record["accuracy"],
                      100 * record.get("val_accuracy", float("nan")), f"{record['params']:,}",
                      record.get("train_seconds", 0.0))
         return record
 
-    def teacher(self):
+    # ------------------------------------------------------------ the variants
+
+    def scratch(self):
         a = self.args
-        if a["teacher_model"]:
-            logging.info("Loading the teacher from %s", a["teacher_model"])
-            with self.strategy.scope():
-                model = kc.keras.models.load_model(a["teacher_model"], compile=False)
-                kc.models.compile_classifier(model, a["learning_rate"])
-            return model, {}
-        kc.keras.utils.set_random_seed(0)
-        with self.strategy.scope():
-            model = kc.models.get(a["teacher"], self.ds.input_shape, self.ds.num_classes, seed=0)
-            kc.models.compile_classifier(model, a["learning_rate"])
-        logging.info("Training the teacher %s for %d epochs", a["teacher"], a["teacher_epochs"])
-        return model, self.fit(model, a["teacher_epochs"])
+        return Pipeline([Train(a["epochs"], a["batch_size"], a["learning_rate"], teacher=False), self._evaluate()],
+                        name="scratch")
 
-    def student(self, seed, teacher=None, alpha=None, temperature=None, hint=None):
-        """A student trained from scratch (teacher None) or distilled; same seed, same everything else."""
+    def distilled(self, alpha, temperature, hint=None):
+        """A student distilled for --epochs (best validation epoch kept), with a FitNets hint if given."""
         a = self.args
-        kc.keras.utils.set_random_seed(seed)
-        with self.strategy.scope():
-            student = kc.models.get(a["student"], self.ds.input_shape, self.ds.num_classes, seed=seed)
-            if teacher is None:
-                model = student
-                kc.models.compile_classifier(model, a["learning_rate"])
-            else:
-                if hint:
-                    s_layer, t_layer = hint
-                    model = kc.distillation.HintDistiller(student, teacher, student_layer=s_layer, teacher_layer=t_layer)
-                    model.compile(self.optimizer(), metrics=["accuracy"], alpha=alpha, temperature=temperature,
-                                  hint_weight=a["hint_weight"])
-                else:
-                    model = kc.distillation.Distiller(student=student, teacher=teacher)
-                    model.compile(self.optimizer(), metrics=["accuracy"], alpha=alpha, temperature=temperature)
-        info = self.fit(model, a["epochs"])
-        return student, info
+        distill = Distill(temperature, alpha, epochs=a["epochs"], learning_rate=a["learning_rate"],
+                          batch_size=a["batch_size"], hint=hint, hint_weight=a["hint_weight"] if hint else 0.1,
+                          restore_best=True)
+        name = _name("distill", f"alpha{alpha:g}", f"T{temperature:g}", *([f"hint{hint}"] if hint else []))
+        return Pipeline([distill, self._evaluate()], name=name)
 
-    def pruned(self, seed, teacher, alpha=None, temperature=None, hint=None, hint_weight=0.0):
-        """The teacher pruned to prune_sparsity and recovered by fine-tuning (alpha None) or distillation.
+    def pruned(self, alpha=None, temperature=None, hint=None, hint_weight=0.0):
+        """The teacher pruned to prune_sparsity (polynomial ramp over the first half of --prune_epochs) and
+        recovered by fine-tuning (alpha None) or distillation (with the hint when ``hint_weight > 0``).
 
-        With ``hint`` (student_layer, teacher_layer) and ``hint_weight > 0`` the pruned student
-        also matches the teacher's features of that layer (no regressor: equal shapes).
+        The last epoch's weights are kept: an earlier "best" epoch would be less sparse.
         """
         a = self.args
-        spe = kc.pruning.steps_per_epoch(len(self.ds.x_train), a["batch_size"], a["validation_split"])
-        schedule = kc.pruning.PolynomialDecay.from_epochs(
-            0.0, a["prune_sparsity"], begin_epoch=0, end_epoch=max(1, a["prune_epochs"] // 2), steps_per_epoch=spe)
-        kc.keras.utils.set_random_seed(seed)
-        with self.strategy.scope():
-            dense = kc.keras.models.clone_model(teacher)
-            dense.set_weights(teacher.get_weights())
-            pruned = kc.pruning.prune(dense, schedule)
-            if alpha is None:
-                model = kc.models.compile_classifier(pruned, a["learning_rate"])
-            elif hint and hint_weight:
-                model = kc.distillation.HintDistiller(pruned, teacher, student_layer=hint[0], teacher_layer=hint[1])
-                model.compile(self.optimizer(), metrics=["accuracy"], alpha=alpha, temperature=temperature,
-                              hint_weight=hint_weight)
-            else:
-                model = kc.distillation.Distiller(student=pruned, teacher=teacher)
-                model.compile(self.optimizer(), metrics=["accuracy"], alpha=alpha, temperature=temperature)
-        # The last epoch's weights: an earlier "best" epoch would be less sparse.
-        info = self.fit(model, a["prune_epochs"], callbacks=kc.pruning.callbacks(per_layer=False), restore_best=False)
-        stripped = kc.pruning.strip(pruned)
-        info["sparsity"] = kc.pruning.sparsity(stripped).prunable
-        return stripped, info
+        finetune = None
+        if alpha is not None:
+            finetune = Distill(temperature, alpha, batch_size=a["batch_size"],
+                               hint=hint if hint_weight else None, hint_weight=hint_weight)
+        prune = Prune(a["prune_sparsity"], initial_sparsity=0.0, schedule_epochs=max(1, a["prune_epochs"] // 2),
+                      epochs=a["prune_epochs"], batch_size=a["batch_size"], learning_rate=a["learning_rate"],
+                      finetune=finetune)
+        tag = f"prune{100 * a['prune_sparsity']:g}"
+        name = (_name(tag, "finetune") if alpha is None
+                else _name(tag, "distill", f"alpha{alpha:g}", f"T{temperature:g}", f"hint{hint_weight:g}"))
+        return Pipeline([prune, self._evaluate()], name=name)
+
+
+def _training_info(stored) -> dict:
+    """``val_accuracy`` (of the weights kept), ``best_epoch`` (1-based), ``train_seconds`` and, after pruning,
+    ``sparsity`` of a stored pipeline run (from its training stage's log)."""
+    trained = [i for i, s in enumerate(stored["log"]) if "val_accuracy" in s]
+    if not trained:  # the teacher's evaluation
+        return {}
+    (i,) = trained
+    train = stored["log"][i]
+    # Without restore_best the last epoch's weights are kept.
+    info = {"val_accuracy": train["val_accuracy"],
+            "best_epoch": train.get("best_epoch", stored["pipeline"]["stages"][i]["epochs"]),
+            "train_seconds": train["seconds"]}
+    if "sparsity" in train:
+        info["sparsity"] = train["sparsity"]
+    return info
 
 
 def _mean_record(variant, records, **extra):
@@ -282,8 +321,9 @@ def _run(output_dir: str, dataset="mnist", teacher="lenet5", teacher_model=None,
         raise ValueError(f"alphas and prune_alphas must lie in [0, 1], got {alphas!r} and {prune_alphas!r}.")
     if not seeds:
         raise ValueError("seeds must name at least one seed.")
-    if not validation_split > 0:
-        raise ValueError(f"validation_split must be > 0 (alpha and T are chosen on it), got {validation_split!r}.")
+    if validation_split != 0.1:
+        raise ValueError(f"validation_split must be 0.1 (> 0: alpha and T are chosen on it; the pipeline stages "
+                         f"hold out the last 10% of the training split), got {validation_split!r}.")
     if not 0 <= prune_sparsity < 1:
         raise ValueError(f"prune_sparsity must be in [0, 1), got {prune_sparsity!r}.")
     hint_layers = _hint_layers(hint, "hint")
@@ -296,48 +336,36 @@ def _run(output_dir: str, dataset="mnist", teacher="lenet5", teacher_model=None,
                 prune_hint_weights=prune_hint_weights, hint=hint, hint_weight=hint_weight,
                 latency_runs=latency_runs, strategy=strategy)
     t_start = time.perf_counter()
-    ds = kc.data.load(dataset, data_dir=data_dir)
-    if max_train or max_test:
-        ds = ds.take(train=max_train, test=max_test)
-    runner = _Runner(ds, args)
+    ds = study.load_dataset(dict(dataset=dataset, data_dir=data_dir, max_train=max_train, max_test=max_test))
     os.makedirs(output_dir, exist_ok=True)
+    runner = _Runner(ds, dict(args, max_train=max_train, max_test=max_test), output_dir)
     records = []
 
-    teacher_net, info = runner.teacher()
-    records.append(runner.measure(teacher_net, "teacher", role="teacher", source=teacher_model or teacher, **info))
+    info = runner.teacher()
+    # The teacher is every study's baseline: measured once per seed (the first seed's is reported).
+    runner.run([], seeds[:1])
+    records.append(runner.record(seeds[0], "teacher", "teacher", role="teacher", source=teacher_model or teacher,
+                                 **info))
 
     # Alpha on the validation split, first seed, one temperature.
-    candidates = {}
-    for alpha in alphas:
-        net, info = runner.student(seeds[0], teacher_net, alpha, args["alpha_temperature"])
-        rec = runner.measure(net, f"alpha={alpha:g} T={args['alpha_temperature']:g} seed {seeds[0]}",
-                             role="alpha_selection", seed=seeds[0], alpha=alpha,
-                             temperature=args["alpha_temperature"], **info)
-        candidates[alpha] = rec
-        records.append(rec)
+    alpha_runs = {alpha: runner.distilled(alpha, args["alpha_temperature"]) for alpha in alphas}
+    runner.run(alpha_runs.values(), seeds[:1])
+    candidates = {alpha: runner.record(seeds[0], p.name, f"alpha={alpha:g} T={args['alpha_temperature']:g} seed {seeds[0]}",
+                                       role="alpha_selection", seed=seeds[0], alpha=alpha,
+                                       temperature=args["alpha_temperature"])
+                  for alpha, p in alpha_runs.items()}
+    records += candidates.values()
     chosen_alpha = study.select_on_validation(candidates)  # ties: the first listed
     logging.info("Chose alpha=%g on the validation split", chosen_alpha)
 
-    scratch, distilled = [], {t: [] for t in temperatures}
-    total = len(seeds) * (1 + len(temperatures))
-    done = 0
-    for seed in seeds:
-        net, info = runner.student(seed)
-        done += 1
-        logging.info("[%d/%d] scratch, seed %d", done, total, seed)
-        rec = runner.measure(net, f"scratch seed {seed}", role="scratch", seed=seed, **info)
-        scratch.append(rec)
-        for t in temperatures:
-            done += 1
-            logging.info("[%d/%d] distilled T=%g alpha=%g, seed %d", done, total, t, chosen_alpha, seed)
-            reuse = candidates[chosen_alpha]
-            if seed == seeds[0] and t == args["alpha_temperature"]:
-                rec = dict(reuse, variant=f"distilled T={t:g} seed {seed}", role="distilled")
-            else:
-                net, info = runner.student(seed, teacher_net, chosen_alpha, t)
-                rec = runner.measure(net, f"distilled T={t:g} seed {seed}", role="distilled", seed=seed,
-                                     alpha=chosen_alpha, temperature=t, **info)
-            distilled[t].append(rec)
+    # The scratch control and every temperature at the chosen alpha, every seed (the chosen alpha's
+    # run at alpha_temperature on the first seed is the one above, re-used).
+    sweep = {t: runner.distilled(chosen_alpha, t) for t in temperatures}
+    runner.run([runner.scratch(), *sweep.values()], seeds)
+    scratch = [runner.record(seed, "scratch", f"scratch seed {seed}", role="scratch", seed=seed) for seed in seeds]
+    distilled = {t: [runner.record(seed, p.name, f"distilled T={t:g} seed {seed}", role="distilled", seed=seed,
+                                   alpha=chosen_alpha, temperature=t) for seed in seeds]
+                 for t, p in sweep.items()}
     records += scratch + [r for t in temperatures for r in distilled[t]]
 
     summary = [_mean_record("scratch", scratch, role="scratch_mean")]
@@ -350,37 +378,33 @@ def _run(output_dir: str, dataset="mnist", teacher="lenet5", teacher_model=None,
     logging.info("Best T=%g (validation): %.2f%% vs scratch %.2f%% (%+.2f pts)", best["temperature"],
                  100 * best["accuracy"], 100 * summary[0]["accuracy"], gain)
 
-    hint_summary = None
     if hint_layers:
-        hinted = []
-        for seed in seeds:
-            net, info = runner.student(seed, teacher_net, chosen_alpha, best["temperature"], hint=hint_layers)
-            hinted.append(runner.measure(net, f"hint {hint} T={best['temperature']:g} seed {seed}", role="hint",
-                                         seed=seed, alpha=chosen_alpha, temperature=best["temperature"], **info))
+        hinted_run = runner.distilled(chosen_alpha, best["temperature"], hint=":".join(hint_layers))
+        runner.run([hinted_run], seeds)
+        hinted = [runner.record(seed, hinted_run.name, f"hint {hint} T={best['temperature']:g} seed {seed}", role="hint",
+                                seed=seed, alpha=chosen_alpha, temperature=best["temperature"]) for seed in seeds]
         records += hinted
-        hint_summary = _mean_record(f"distilled T={best['temperature']:g} + hint {hint}", hinted, role="hint_mean",
-                                    temperature=best["temperature"], alpha=chosen_alpha, hint_weight=hint_weight)
-        summary.append(hint_summary)
+        summary.append(_mean_record(f"distilled T={best['temperature']:g} + hint {hint}", hinted, role="hint_mean",
+                                    temperature=best["temperature"], alpha=chosen_alpha, hint_weight=hint_weight))
     records += summary
 
     prune_rows, prune_selection, prune_gain = [], None, None
     if prune_sparsity > 0 and prune_seeds:
         tag = f"prune {100 * prune_sparsity:g}%"
         hint_name = prune_hint_layers[0] if prune_hint_layers else None
+        prune_hint_spec = ":".join(prune_hint_layers) if prune_hint_layers else None
         # alpha, T and the hint weight of prune + distill chosen on the validation split (first
         # prune seed): the pruned student is the teacher's own architecture, not the sweep's student.
         seed0 = prune_seeds[0]
-        prune_candidates = {}
-        grid = [(a_, t_, w_) for a_ in prune_alphas for t_ in prune_temperatures for w_ in prune_hint_weights]
-        for i, (alpha, t, w) in enumerate(grid, 1):
-            logging.info("[%d/%d] %s + distill, choosing on validation: alpha=%g T=%g hint weight %g, seed %d",
-                         i, len(grid), tag, alpha, t, w, seed0)
-            net, info = runner.pruned(seed0, teacher_net, alpha, t, prune_hint_layers, w)
-            rec = runner.measure(net, f"{tag} + distill alpha={alpha:g} T={t:g} hint={w:g} seed {seed0}",
-                                 role="prune_selection", seed=seed0, alpha=alpha, temperature=t, hint=hint_name,
-                                 hint_weight=w, **info)
-            prune_candidates[(alpha, t, w)] = rec
-            records.append(rec)
+        grid = {(a_, t_, w_): runner.pruned(a_, t_, prune_hint_spec, w_)
+                for a_ in prune_alphas for t_ in prune_temperatures for w_ in prune_hint_weights}
+        runner.run(grid.values(), [seed0], start="baseline")
+        prune_candidates = {
+            (alpha, t, w): runner.record(seed0, p.name, f"{tag} + distill alpha={alpha:g} T={t:g} hint={w:g} seed {seed0}",
+                                         role="prune_selection", seed=seed0, alpha=alpha, temperature=t, hint=hint_name,
+                                         hint_weight=w)
+            for (alpha, t, w), p in grid.items()}
+        records += prune_candidates.values()
         chosen = study.select_on_validation(prune_candidates)  # ties: first in grid
         p_alpha, p_temp, p_weight = chosen
         logging.info("Chose alpha=%g T=%g hint weight %g for prune + distill on the validation split", *chosen)
@@ -388,20 +412,15 @@ def _run(output_dir: str, dataset="mnist", teacher="lenet5", teacher_model=None,
         arms = [("fine-tune", None, 0.0), ("distill", p_alpha, p_weight)]
         if p_weight:
             arms.append(("distill-logits", p_alpha, 0.0))  # the same alpha and T without the hint
+        # The chosen settings' run on the first prune seed is the selection's, re-used.
+        arm_runs = {label: runner.pruned(alpha, None if alpha is None else p_temp, prune_hint_spec, w)
+                    for label, alpha, w in arms}
+        runner.run(arm_runs.values(), prune_seeds, start="baseline")
         for label, alpha, w in arms:
-            runs = []
             extra = {} if alpha is None else {"alpha": alpha, "temperature": p_temp, "hint": hint_name if w else None,
                                               "hint_weight": w}
-            for seed in prune_seeds:
-                if label == "distill" and seed == seed0:
-                    rec = dict(prune_candidates[chosen], variant=f"{tag} + {label} seed {seed}", role=f"prune_{label}")
-                else:
-                    logging.info("%s + %s, seed %d", tag, label, seed)
-                    net, info = runner.pruned(seed, teacher_net, alpha, p_temp if alpha is not None else None,
-                                              prune_hint_layers, w)
-                    rec = runner.measure(net, f"{tag} + {label} seed {seed}", role=f"prune_{label}", seed=seed,
-                                         **extra, **info)
-                runs.append(rec)
+            runs = [runner.record(seed, arm_runs[label].name, f"{tag} + {label} seed {seed}", role=f"prune_{label}",
+                                  seed=seed, **extra) for seed in prune_seeds]
             records += runs
             shown = {"distill-logits": "distill, logits"}.get(label, label)
             mean = _mean_record(f"{tag} + {shown}", runs, role=f"prune_{label}_mean",
@@ -480,12 +499,9 @@ def _report(records, summary, best, prune_rows, prune_selection, args, chosen_al
 def main(argv):
     del argv
     values = study.flag_values(_FLAG_NAMES)
-    run(FLAGS.output_dir, FLAGS.dataset, FLAGS.teacher, FLAGS.teacher_model, FLAGS.teacher_epochs, FLAGS.student,
-        FLAGS.epochs, FLAGS.batch_size, FLAGS.learning_rate, FLAGS.temperatures, FLAGS.alphas,
-        FLAGS.alpha_temperature, FLAGS.seeds, FLAGS.validation_split, FLAGS.prune_sparsity, FLAGS.prune_epochs,
-        FLAGS.prune_seeds, FLAGS.prune_alphas, FLAGS.prune_temperatures, FLAGS.prune_hint,
-        FLAGS.prune_hint_weights, FLAGS.hint, FLAGS.hint_weight,
-        FLAGS.data_dir, FLAGS.max_train, FLAGS.max_test, FLAGS.latency_runs, FLAGS.strategy, values)
+    # Every argument of _run but these two is the flag of the same name.
+    names = [p for p in inspect.signature(_run).parameters if p not in ("output_dir", "flag_values")]
+    run(FLAGS.output_dir, **{name: values[name] for name in names}, flag_values=values)
     if not kc.models.is_chief(kc.models.get_strategy(FLAGS.strategy)):
         return  # only the chief wrote the report
     with open(os.path.join(FLAGS.output_dir, "report.md"), encoding="utf-8") as f:

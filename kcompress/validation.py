@@ -23,13 +23,21 @@ __all__ = ["check_bool", "check_choice", "check_fraction", "check_instance", "ch
 
 
 def _allowed_range(kind, minimum, maximum, low_open=False, high_open=False) -> str:
+    minimum, maximum = _shown(minimum), _shown(maximum)
     if minimum is not None and maximum is not None:
-        return f"{kind} in {'(' if low_open else '['}{minimum:g}, {maximum:g}{')' if high_open else ']'}"
+        return f"{kind} in {'(' if low_open else '['}{minimum}, {maximum}{')' if high_open else ']'}"
     if minimum is not None:
-        return f"{kind} {'>' if low_open else '>='} {minimum:g}"
+        return f"{kind} {'>' if low_open else '>='} {minimum}"
     if maximum is not None:
-        return f"{kind} {'<' if high_open else '<='} {maximum:g}"
+        return f"{kind} {'<' if high_open else '<='} {maximum}"
     return kind
+
+
+def _shown(limit):
+    """A limit as messages show it: ints whole (``60000``, not ``6e+04``), floats short (``0.5``)."""
+    if limit is None or isinstance(limit, (int, np.integer)):
+        return limit
+    return f"{limit:g}"
 
 
 def check_int(name: str, value, minimum: int | None = None, maximum: int | None = None, allow_none: bool = False):

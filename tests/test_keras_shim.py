@@ -27,6 +27,25 @@ def test_the_shims_tensorflow_and_keras_are_public():
     assert {"tf", "keras"} <= set(kc.__all__)
 
 
+def test_public_names_leak_no_internals_and_experiments_use_the_public_shim():
+    import pathlib
+    import re
+
+    packages = [getattr(kc, name) for name in kc.__all__
+                if getattr(getattr(kc, name), "__name__", "").startswith("kcompress.")]
+    assert len(packages) >= 12
+    for module in packages:
+        name = module.__name__
+        for public in module.__all__:
+            assert not public.startswith("_") and not re.search(r"kmeans|huffman|SparsityPreserving", public), (
+                f"{name}.__all__ exports the internal {public!r}")
+            assert hasattr(module, public), f"{name}.__all__ names {public!r}, which it lacks"
+    root = pathlib.Path(__file__).resolve().parents[1]
+    for path in [*root.glob("experiments/*.py"), *root.glob("notebooks/*.ipynb")]:
+        assert not re.search(r"kcompress\._keras|from kcompress import _keras", path.read_text()), (
+            f"{path.name} imports kcompress._keras; use kc.tf / kc.keras")
+
+
 @pytest.mark.slow
 def test_tf_imported_first_still_gives_tf_keras_models():
     env = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}

@@ -12,7 +12,7 @@ import scipy.cluster.vq
 from absl import logging
 
 from kcompress._keras import check_model, keras
-from kcompress.clustering.entropy import huffman_bits
+from kcompress.evaluation.entropy import huffman_bits
 
 MAX_CODEBOOK = 256
 

@@ -66,16 +66,14 @@ class Dataset:
         Returns:
             float32 array of shape ``(n, *input_shape)``.
         """
-        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 1 <= n <= len(self.x_train):
-            raise ValueError(f"n must be an int in [1, {len(self.x_train)}], got {n!r}.")
+        check_int("n", n, 1, len(self.x_train))
         idx = np.random.default_rng(seed).choice(len(self.x_train), size=int(n), replace=False)
         return self.x_train[np.sort(idx)]
 
     def take(self, train: int | None = None, test: int | None = None) -> Dataset:
         """Returns a copy holding only the first ``train`` / ``test`` samples (for quick runs)."""
         for argname, value, limit in (("train", train, len(self.x_train)), ("test", test, len(self.x_test))):
-            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 1 <= value <= limit):
-                raise ValueError(f"{argname} must be None or an int in [1, {limit}], got {value!r}.")
+            check_int(argname, value, 1, limit, allow_none=True)
         return dataclasses.replace(
             self,
             x_train=self.x_train[:train],
@@ -132,5 +130,4 @@ def _validation_range(dataset, batch_size, fraction, max_samples) -> tuple[int, 
 
 
 def _check_batch_size(batch_size) -> None:
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}.")
+    check_int("batch_size", batch_size, minimum=1)

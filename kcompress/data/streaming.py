@@ -24,6 +24,7 @@ from absl import logging
 
 from kcompress._keras import tf
 from kcompress.data.dataset import Dataset, _check_batch_size, _validation_range
+from kcompress.validation import check_fraction, check_int
 
 _META = "dataset.json"
 _ARRAY_ATTRS = ("x_train", "y_train", "x_test", "y_test")
@@ -34,11 +35,7 @@ class NotInMemoryError(ValueError):
 
 
 def _check_count(argname, value, allow_none=True):
-    if allow_none and value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
-        raise ValueError(f"{argname} must be {'None or ' if allow_none else ''}a non-negative int, got {value!r}.")
-    return int(value)
+    return check_int(argname, value, minimum=0, allow_none=allow_none)
 
 
 def _check_shape(input_shape):
@@ -87,10 +84,8 @@ class StreamingDataset(Dataset):
             if not isinstance(value, tf.data.Dataset):
                 raise TypeError(f"{argname} must be a tf.data.Dataset of single (image, label) elements, "
                                 f"got {type(value).__name__}.")
-        if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) or num_classes < 2:
-            raise ValueError(f"num_classes must be an int >= 2, got {num_classes!r}.")
-        if isinstance(shuffle_buffer, bool) or not isinstance(shuffle_buffer, (int, np.integer)) or shuffle_buffer < 1:
-            raise ValueError(f"shuffle_buffer must be a positive int, got {shuffle_buffer!r}.")
+        check_int("num_classes", num_classes, minimum=2)
+        check_int("shuffle_buffer", shuffle_buffer, minimum=1)
         if decode is not None and not callable(decode):
             raise TypeError(f"decode must be None or a callable raw element -> (image, label), got {decode!r}.")
         set_ = object.__setattr__  # the dataclass parent is frozen
@@ -207,8 +202,7 @@ class StreamingDataset(Dataset):
                    seed: int | None = 0, max_train: int | None = None):
         """``(train, validation)`` batched pipelines: the last ``validation_split`` is held out, as Keras does."""
         _check_batch_size(batch_size)
-        if isinstance(validation_split, bool) or not isinstance(validation_split, (int, float)) or not 0 <= validation_split < 1:
-            raise ValueError(f"validation_split must be a number in [0, 1), got {validation_split!r}.")
+        validation_split = check_fraction("validation_split", validation_split, high_open=True)
         n = self.num_train if max_train is None else min(self.num_train, _check_count("max_train", max_train, False))
         split_at = int(math.floor(n * (1.0 - validation_split)))
         if split_at < 1:
@@ -247,8 +241,7 @@ class StreamingDataset(Dataset):
 
         Only the ``n`` samples (and the buffer of raw records) are held in memory.
         """
-        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-            raise ValueError(f"n must be a positive int, got {n!r}.")
+        check_int("n", n, minimum=1)
         known = self._counts["train"]
         if known is not None and n > known:
             raise ValueError(f"n must be an int in [1, {known}], got {n!r}.")
@@ -266,8 +259,7 @@ class StreamingDataset(Dataset):
         for split, value in (("train", train), ("test", test)):
             if value is None:
                 continue
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-                raise ValueError(f"{split} must be None or a positive int, got {value!r}.")
+            check_int(split, value, minimum=1)
             raw[split] = raw[split].take(int(value))
             counts[split] = None if counts[split] is None else min(int(value), counts[split])
         return StreamingDataset(self.name, raw["train"], raw["test"], self.num_classes, self._shape, self._decode,
@@ -410,8 +402,7 @@ def save_tfrecord(dataset: Dataset, folder: str | os.PathLike, shards: int = 1) 
         raise TypeError(f"dataset must be a kcompress.data.Dataset, got {type(dataset).__name__}.")
     if not isinstance(folder, (str, os.PathLike)) or not os.fspath(folder):
         raise TypeError(f"folder must be a folder path, got {folder!r}.")
-    if isinstance(shards, bool) or not isinstance(shards, int) or shards < 1:
-        raise ValueError(f"shards must be a positive int, got {shards!r}.")
+    check_int("shards", shards, minimum=1)
     folder = os.fspath(folder)
     os.makedirs(folder, exist_ok=True)
     out = {}

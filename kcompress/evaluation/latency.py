@@ -7,6 +7,7 @@ import time
 import numpy as np
 
 from kcompress.evaluation import litert as _litert
+from kcompress.validation import check_int
 
 
 def compare_latency(flatbuffers: dict, x: np.ndarray, *, reference: str | None = None, rounds: int = 30,
@@ -50,8 +51,7 @@ def compare_latency(flatbuffers: dict, x: np.ndarray, *, reference: str | None =
     if reference not in flatbuffers:
         raise ValueError(f"reference must be one of {list(flatbuffers)}, got {reference!r}.")
     for argname, value, low in (("rounds", rounds, 1), ("runs_per_round", runs_per_round, 1), ("warmup", warmup, 0)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise ValueError(f"{argname} must be an int >= {low}, got {value!r}.")
+        check_int(argname, value, minimum=low)
     x = np.asarray(x)
     interpreters = {}
     for variant, flat in flatbuffers.items():

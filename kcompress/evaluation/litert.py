@@ -7,6 +7,7 @@ from absl import logging
 from ai_edge_litert import interpreter as litert
 
 from kcompress.export.flatbuffer import check_flatbuffer
+from kcompress.validation import check_choice, check_int
 
 OP_RESOLVERS = {
     "auto": litert.OpResolverType.AUTO,
@@ -28,10 +29,8 @@ def make_interpreter(flatbuffer, num_threads: int = 1, op_resolver: str = "auto"
             warning; the resolver used is in ``interpreter.kcompress_op_resolver``.
     """
     data = check_flatbuffer(flatbuffer)
-    if isinstance(num_threads, bool) or not isinstance(num_threads, int) or num_threads < 1:
-        raise ValueError(f"num_threads must be a positive int, got {num_threads!r}.")
-    if op_resolver not in OP_RESOLVERS:
-        raise ValueError(f"op_resolver must be one of {sorted(OP_RESOLVERS)}, got {op_resolver!r}.")
+    check_int("num_threads", num_threads, minimum=1)
+    check_choice("op_resolver", op_resolver, sorted(OP_RESOLVERS))
     try:
         interp = litert.Interpreter(
             model_content=data, num_threads=num_threads, experimental_op_resolver_type=OP_RESOLVERS[op_resolver]

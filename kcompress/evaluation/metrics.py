@@ -14,6 +14,7 @@ from kcompress.data import Dataset
 from kcompress.evaluation import litert as _litert
 from kcompress.export.flatbuffer import describe
 from kcompress.export.tflite import to_tflite
+from kcompress.validation import check_int
 
 KEYS = (
     "format", "accuracy", "num_samples", "params", "nonzero_params", "size_bytes", "gzip_bytes",
@@ -182,8 +183,7 @@ def _check_samples(dataset, max_samples) -> int:
     """Checks ``dataset`` and ``max_samples``; returns how many test samples are evaluated."""
     if not isinstance(dataset, Dataset):
         raise TypeError(f"dataset must be a kcompress.data.Dataset (from kcompress.data.load), got {type(dataset).__name__}.")
-    if max_samples is not None and (isinstance(max_samples, bool) or not isinstance(max_samples, int) or not 1 <= max_samples):
-        raise ValueError(f"max_samples must be None or a positive int, got {max_samples!r}.")
+    check_int("max_samples", max_samples, minimum=1, allow_none=True)
     n = dataset.num_test
     if n == 0:
         raise ValueError(f"dataset {dataset.name!r} has an empty test split; evaluation needs test images.")
@@ -259,10 +259,8 @@ def evaluate(model_or_flatbuffer, dataset: Dataset, *, max_samples: int | None =
         >>> r["accuracy"], r["size_bytes"], r["latency_ms"]
     """
     _check_samples(dataset, max_samples)
-    if isinstance(latency_runs, bool) or not isinstance(latency_runs, int) or latency_runs < 1:
-        raise ValueError(f"latency_runs must be a positive int, got {latency_runs!r}.")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}.")
+    check_int("latency_runs", latency_runs, minimum=1)
+    check_int("batch_size", batch_size, minimum=1)
     batches = dataset.test_batches(batch_size, max_samples)  # a streaming dataset is read batch by batch
     if isinstance(model_or_flatbuffer, (bytes, bytearray, memoryview)):
         return _evaluate_flatbuffer(bytes(model_or_flatbuffer), batches, latency_runs, num_threads, op_resolver)

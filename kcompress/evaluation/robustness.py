@@ -9,6 +9,7 @@ from kcompress._keras import check_model
 from kcompress.data import Dataset
 from kcompress.evaluation import litert as _litert
 from kcompress.evaluation.metrics import _check_dataset, _check_samples, keras_logits
+from kcompress.validation import check_fraction, check_int
 
 PERTURBATIONS = ("gauss", "saltpepper")
 
@@ -20,10 +21,7 @@ def _check_strengths(argname, values):
         values = tuple(values)
     except TypeError:
         raise TypeError(f"{argname} must be a float or a sequence of floats, got {values!r}.") from None
-    for v in values:
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 < v <= 1.0:
-            raise ValueError(f"{argname} strengths must be floats in (0, 1], got {v!r} in {values!r}.")
-    return values
+    return tuple(check_fraction(f"{argname} strengths", v, low_open=True) for v in values)
 
 
 def perturb(x: np.ndarray, kind: str, strength: float, seed: int = 0) -> np.ndarray:
@@ -84,8 +82,7 @@ def robustness(model_or_flatbuffer, dataset: Dataset, noise=(0.1, 0.2, 0.3), sal
     _check_samples(dataset, max_samples)
     noise = _check_strengths("noise", noise)
     salt_pepper = _check_strengths("salt_pepper", salt_pepper)
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed must be a non-negative int, got {seed!r}.")
+    check_int("seed", seed, minimum=0)
     if isinstance(model_or_flatbuffer, (bytes, bytearray, memoryview)):
         interp = _litert.make_interpreter(bytes(model_or_flatbuffer))
 

@@ -12,6 +12,7 @@ from absl import logging
 
 from kcompress._keras import check_model, keras, tf
 from kcompress.export.flatbuffer import check_flatbuffer
+from kcompress.validation import check_int
 
 MODES = ("float32", "dynamic", "int8", "float16", "int16x8")
 _IO_TYPES = {
@@ -53,8 +54,7 @@ def representative_dataset(data, input_shape: tuple[int, ...], limit: int | None
     """
     from kcompress.data import Dataset
 
-    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
-        raise ValueError(f"limit must be None or a positive int, got {limit!r}.")
+    check_int("limit", limit, minimum=1, allow_none=True)
     if isinstance(data, Dataset):
         if not data.num_train:
             raise ValueError(f"representative_data is the Dataset {data.name!r} with an empty training split; "
@@ -99,8 +99,7 @@ def representative_dataset(data, input_shape: tuple[int, ...], limit: int | None
         if len(chunk):
             samples.extend(np.split(chunk.astype(np.float32), len(chunk)))
     if limit is not None:
-        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-            raise ValueError(f"limit must be None or a positive int, got {limit!r}.")
+        check_int("limit", limit, minimum=1)
         samples = samples[:limit]
     if not samples:
         raise ValueError("representative_data is empty; pass at least one sample (100-500 is typical).")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import sys
 
@@ -11,6 +12,7 @@ from absl import logging
 
 from kcompress._keras import check_model, keras, tf
 from kcompress.data import Dataset
+from kcompress.validation import check_bool, check_choice, check_fraction, check_int, check_number
 
 
 def compile_classifier(model, learning_rate: float = 1e-3, optimizer: str = "adam", from_logits: bool | None = None):
@@ -25,11 +27,9 @@ def compile_classifier(model, learning_rate: float = 1e-3, optimizer: str = "ada
             never trains on the loss of logits.
     """
     model = check_model(model)
-    if not isinstance(learning_rate, (int, float)) or isinstance(learning_rate, bool) or learning_rate <= 0:
-        raise ValueError(f"learning_rate must be a positive number, got {learning_rate!r}.")
+    learning_rate = check_number("learning_rate", learning_rate, 0.0, low_open=True)
     optimizers = {"adam": keras.optimizers.Adam, "sgd": keras.optimizers.SGD}
-    if optimizer not in optimizers:
-        raise ValueError(f"optimizer must be one of {sorted(optimizers)}, got {optimizer!r}.")
+    check_choice("optimizer", optimizer, sorted(optimizers))
     if from_logits is None:
         from kcompress.distillation.distiller import ends_with_softmax
 
@@ -51,36 +51,41 @@ def progress_verbosity() -> int:
     return 1 if sys.stdout.isatty() else 2
 
 
-class RestoreBest(keras.callbacks.Callback):
-    """Keeps the weights of the epoch with the best validation metric and restores them at the end.
+class RestoreBest(keras.callbacks.EarlyStopping):
+    """Keras ``EarlyStopping(restore_best_weights=True)`` that never stops: training runs every epoch
+    and ends with the weights of the epoch with the best validation metric.
 
-    Model selection on the held-out validation split, never on the test set.
+    Model selection on the held-out validation split, never on the test set. tf_keras 2.21's
+    ``EarlyStopping`` restores the best weights at the end of training also when it never stopped
+    early, and keeps the first of tied epochs (it keeps a new epoch only when strictly better), so
+    this is that callback with an infinite ``patience``; what it adds is a loud failure when the
+    monitored metric is missing (``EarlyStopping`` only logs a warning and restores nothing).
+    ``kcompress.models.fit(restore_best=True)`` uses it.
 
     Args:
         monitor: a metric in the epoch logs, e.g. ``"val_accuracy"`` or ``"val_loss"``.
         mode: ``"max"`` or ``"min"``.
+
+    Attributes:
+        best: the best value of ``monitor``; ``best_epoch``: its epoch (0-based), after training.
+
+    Raises:
+        ValueError: ``mode`` is not ``"max"`` or ``"min"``; at an epoch's end, ``monitor`` is not in its logs.
     """
 
     def __init__(self, monitor: str = "val_accuracy", mode: str = "max"):
-        super().__init__()
-        if mode not in ("max", "min"):
-            raise ValueError(f"mode must be 'max' or 'min', got {mode!r}.")
-        self.monitor, self.mode = monitor, mode
-        self.best, self.best_epoch, self._weights = None, None, None
+        check_choice("mode", mode, ("max", "min"))
+        super().__init__(monitor=monitor, mode=mode, patience=math.inf, restore_best_weights=True)
+        self.mode = mode
 
-    def on_epoch_end(self, epoch, logs=None):
+    def get_monitor_value(self, logs):
         value = (logs or {}).get(self.monitor)
         if value is None:
             raise ValueError(
                 f"RestoreBest monitors {self.monitor!r} but the epoch logs hold {sorted(logs or {})}; "
                 "train with a validation split or monitor another metric."
             )
-        if self.best is None or (value > self.best if self.mode == "max" else value < self.best):
-            self.best, self.best_epoch, self._weights = value, epoch, self.model.get_weights()
-
-    def on_train_end(self, logs=None):
-        if self._weights is not None:
-            self.model.set_weights(self._weights)
+        return value
 
     def get_config(self):
         return {"monitor": self.monitor, "mode": self.mode}
@@ -149,10 +154,9 @@ def fit(model, dataset: Dataset, epochs: int, batch_size: int = 256, validation_
     check_model(model, in_place="fit")
     if not isinstance(dataset, Dataset):
         raise TypeError(f"dataset must be a kcompress.data.Dataset, got {type(dataset).__name__}.")
-    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
-        raise ValueError(f"epochs must be a positive int, got {epochs!r}.")
-    if isinstance(validation_split, bool) or not isinstance(validation_split, (int, float)) or not 0.0 <= validation_split < 1.0:
-        raise ValueError(f"validation_split must be in [0, 1), got {validation_split!r}.")
+    epochs = check_int("epochs", epochs, minimum=1)
+    validation_split = check_fraction("validation_split", validation_split, high_open=True)
+    restore_best = check_bool("restore_best", restore_best)
     if restore_best and validation_split <= 0:
         raise ValueError("restore_best=True needs validation_split > 0 to choose the best epoch.")
     if not dataset.num_train:

@@ -10,6 +10,7 @@ import itertools
 from collections.abc import Callable
 
 from kcompress._keras import keras
+from kcompress.validation import check_int
 
 layers = keras.layers
 
@@ -195,10 +196,8 @@ def get(name: str, input_shape=(28, 28, 1), num_classes: int = 10, seed: int = 0
         shape = None
     if shape is None or len(shape) != 3 or min(shape) < 1:
         raise ValueError(f"input_shape must be (height, width, channels) of positive ints, got {input_shape!r}.")
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
-        raise ValueError(f"num_classes must be an int >= 2, got {num_classes!r}.")
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed must be a non-negative int, got {seed!r}.")
+    num_classes = check_int("num_classes", num_classes, minimum=2)
+    seed = check_int("seed", seed, minimum=0)
     try:
         return MODELS[name](shape, num_classes, seed=seed)
     except ValueError as err:

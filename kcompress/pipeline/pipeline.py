@@ -17,6 +17,7 @@ from kcompress.data import Dataset
 from kcompress.distillation.distiller import ends_with_softmax
 from kcompress.models.training import is_chief
 from kcompress.pipeline.stages import STAGES, Distill, Stage, State, stage_from_config
+from kcompress.validation import check_int
 
 # The recipe format Pipeline.get_config writes. Version 2: a stage's fine-tuning is its
 # ``finetune`` key. Before (no ``version``, or 1) a distill stage right after a fine-tuning
@@ -237,8 +238,7 @@ class Pipeline:
         """
         if not isinstance(dataset, Dataset):
             raise TypeError(f"dataset must be a kcompress.data.Dataset, got {type(dataset).__name__}.")
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
-            raise ValueError(f"seed must be a non-negative int or None, got {seed!r}.")
+        seed = check_int("seed", seed, minimum=0, allow_none=True)
         if model is None:
             raise ValueError("model is required: pass the starting tf_keras model (e.g. kcompress.models.get(...)).")
         model = check_model(model)

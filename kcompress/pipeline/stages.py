@@ -24,7 +24,7 @@ from kcompress.clustering.cluster import _check_clusters
 from kcompress.data import Dataset
 from kcompress.distillation import Distiller, HintDistiller
 from kcompress.distillation.hints import _check_hint_weight
-from kcompress.evaluation import evaluate, keras_macs, robustness
+from kcompress.evaluation import entropy_coded_size, evaluate, keras_macs, robustness
 from kcompress.models.training import compile_classifier, fit
 from kcompress.pruning.schedules import _check_sparsity
 from kcompress.validation import (
@@ -97,6 +97,18 @@ def _backup_dir(state, stage):
     if state.backup_dir is None:
         return None
     return os.path.join(state.backup_dir, f"stage{state.stage_index:02d}_{stage.kind}")
+
+
+def _validation(history, restore_best) -> dict:
+    """The validation accuracy of the weights a stage ends with: the best epoch's (and which epoch,
+    1-based; the first on ties, as ``RestoreBest`` keeps) under ``restore_best``, else the last epoch's."""
+    accuracies = history.history.get("val_accuracy")  # none when a finished stage was restored
+    if not accuracies:
+        return {"val_accuracy": None}
+    if restore_best:
+        best = max(accuracies)
+        return {"val_accuracy": best, "best_epoch": accuracies.index(best) + 1}
+    return {"val_accuracy": accuracies[-1]}
 
 
 def _resumed(history) -> dict:
@@ -188,12 +200,12 @@ class Stage:
             how = "plain"
         else:
             # The Distill's own settings; epochs and learning rate it leaves None are the stage's.
+            restore_best = restore_best or distill.restore_best
             history = _train(state, self, model, distill.epochs or self.epochs,
                              distill.learning_rate or self.learning_rate, distill.batch_size, callbacks=callbacks,
-                             restore_best=restore_best or distill.restore_best, distill=distill)
+                             restore_best=restore_best, distill=distill)
             how = distill.describe()
-        return {"finetune": how, "val_accuracy": history.history.get("val_accuracy", [None])[-1],
-                **_resumed(history)}
+        return {"finetune": how, **_validation(history, restore_best), **_resumed(history)}
 
 
 @dataclasses.dataclass
@@ -221,8 +233,7 @@ class Train(Stage):
                          restore_best=self.restore_best)
         if self.teacher:
             state.teacher = state.model
-        accuracies = history.history.get("val_accuracy")  # none when a finished stage was restored
-        return {"val_accuracy": max(accuracies) if accuracies else None, **_resumed(history)}
+        return {**_validation(history, self.restore_best), **_resumed(history)}
 
 
 @dataclasses.dataclass
@@ -423,8 +434,7 @@ class Distill(Stage):
     def run(self, state):
         history = _train(state, self, state.model, self.epochs or 10, self.learning_rate or 1e-3, self.batch_size,
                          restore_best=self.restore_best, distill=self)
-        return {"finetune": self.describe(), "val_accuracy": history.history.get("val_accuracy", [None])[-1],
-                **_resumed(history)}
+        return {"finetune": self.describe(), **_validation(history, self.restore_best), **_resumed(history)}
 
 
 @dataclasses.dataclass
@@ -509,7 +519,7 @@ class Cluster(Stage):
             wrapped = clustering.cluster(state.model, clusters=self.clusters, preserve_sparsity=self.preserve_sparsity)
         info = self._finetune(state, wrapped)
         state.model = clustering.strip(wrapped)
-        return {**info, **clustering.entropy_coded_size(state.model).as_dict()}
+        return {**info, **entropy_coded_size(state.model).as_dict()}
 
 
 @dataclasses.dataclass
@@ -584,7 +594,7 @@ class Evaluate(Stage):
 
     def run(self, state):
         try:
-            entropy = clustering.entropy_coded_size(state.model).total_bytes
+            entropy = entropy_coded_size(state.model).total_bytes
         except (TypeError, ValueError):  # quantization-aware wrappers: no plain float weights to code
             entropy = None
         targets = [("keras", state.model)] if self.keras or not state.flatbuffers else []

@@ -30,6 +30,7 @@ from absl import logging
 from kcompress._keras import keras
 from kcompress.pruning.prune import _check_graph_model
 from kcompress.pruning.wrapper import is_pruning_wrapper
+from kcompress.validation import check_fraction, check_int
 
 L = keras.layers
 CRITERIA = ("l1", "l2")
@@ -375,8 +376,7 @@ def _group_scores(model, group, criterion) -> np.ndarray:
 
 
 def _check_ratio(where, value):
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < value < 1.0:
-        raise ValueError(f"{where} must be a number in (0, 1), got {value!r}.")
+    check_fraction(where, value, low_open=True, high_open=True)
 
 
 def prune_channels(model, ratio: float | dict | None = None, criterion: str = "l1", layers=None, channels=None):
@@ -465,8 +465,7 @@ def prune_channels(model, ratio: float | dict | None = None, criterion: str = "l
     for group, key in chosen.values():
         if channels is not None:
             n_keep = channels[key]
-            if isinstance(n_keep, bool) or not isinstance(n_keep, (int, np.integer)) or not 1 <= n_keep <= group.width:
-                raise ValueError(f"channels[{key!r}] must be an int in [1, {group.width}], got {n_keep!r}.")
+            check_int(f"channels[{key!r}]", n_keep, 1, group.width)
         else:
             r = ratios[key] if ratios is not None else ratio
             n_keep = max(1, int(round(group.width * (1.0 - r))))

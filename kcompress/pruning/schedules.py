@@ -16,21 +16,19 @@ import math
 import tensorflow_model_optimization as tfmot
 
 from kcompress._keras import keras, tf
+from kcompress.validation import check_fraction, check_int, check_number
 
 _DEFAULT_EVENTS = 16  # mask updates spread over a PolynomialDecay span by default
 _CONSTANT_FREQUENCY = 100  # re-threshold period of an open-ended ConstantSparsity
 
 
 def _check_sparsity(name, value):
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
-        raise ValueError(f"{name} must be a number in [0, 1), got {value!r}.")
-    return float(value)
+    """A sparsity: a fraction of zero weights in [0, 1) (every schedule and the Prune stage alike)."""
+    return check_fraction(name, value, high_open=True)
 
 
 def _check_int(name, value, minimum):
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}.")
-    return value
+    return check_int(name, value, minimum=minimum)
 
 
 class _Schedule(tfmot.sparsity.keras.PruningSchedule):
@@ -83,7 +81,8 @@ class ConstantSparsity(_Schedule):
     def __init__(self, target_sparsity: float, begin_step: int = 0, end_step: int = -1, frequency: int | None = None):
         self.target_sparsity = _check_sparsity("target_sparsity", target_sparsity)
         self.begin_step = _check_int("begin_step", begin_step, 0)
-        if isinstance(end_step, bool) or not isinstance(end_step, int) or (end_step != -1 and end_step <= begin_step):
+        check_int("end_step", end_step)
+        if end_step != -1 and end_step <= begin_step:
             raise ValueError(f"end_step must be -1 or an int > begin_step ({begin_step}), got {end_step!r}.")
         self.end_step = end_step
         if frequency is None:
@@ -129,11 +128,11 @@ class PolynomialDecay(_Schedule):
         self.initial_sparsity = _check_sparsity("initial_sparsity", initial_sparsity)
         self.final_sparsity_ = _check_sparsity("final_sparsity", final_sparsity)
         self.begin_step = _check_int("begin_step", begin_step, 0)
-        if isinstance(end_step, bool) or not isinstance(end_step, int) or end_step <= begin_step:
+        check_int("end_step", end_step)
+        if end_step <= begin_step:
             raise ValueError(f"end_step must be an int > begin_step ({begin_step}), got {end_step!r}.")
         self.end_step = end_step
-        if isinstance(power, bool) or not isinstance(power, (int, float)) or power <= 0:
-            raise ValueError(f"power must be a positive number, got {power!r}.")
+        check_number("power", power, 0.0, low_open=True)
         self.power = power
         if frequency is None:
             frequency = max(1, (end_step - max(begin_step, 1)) // _DEFAULT_EVENTS)
@@ -161,7 +160,8 @@ class PolynomialDecay(_Schedule):
         """
         _check_int("steps_per_epoch", steps_per_epoch, 1)
         _check_int("begin_epoch", begin_epoch, 0)
-        if isinstance(end_epoch, bool) or not isinstance(end_epoch, int) or end_epoch <= begin_epoch:
+        check_int("end_epoch", end_epoch)
+        if end_epoch <= begin_epoch:
             raise ValueError(f"end_epoch must be an int > begin_epoch ({begin_epoch}), got {end_epoch!r}.")
         return cls(initial_sparsity, final_sparsity, begin_step=begin_epoch * steps_per_epoch,
                    end_step=end_epoch * steps_per_epoch, **kwargs)
@@ -180,7 +180,6 @@ def steps_per_epoch(num_samples: int, batch_size: int, validation_split: float =
     """Optimizer steps in one epoch of ``model.fit`` (after the validation split is held out)."""
     _check_int("num_samples", num_samples, 1)
     _check_int("batch_size", batch_size, 1)
-    if not 0.0 <= validation_split < 1.0:
-        raise ValueError(f"validation_split must be in [0, 1), got {validation_split!r}.")
+    validation_split = check_fraction("validation_split", validation_split, high_open=True)
     train = num_samples - int(num_samples * validation_split)
     return math.ceil(train / batch_size)

@@ -30,13 +30,13 @@ def test_reference_variant(flats, mnist_small):
     assert r["int8"]["latency_ratio"] == 1.0
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    ({"reference": "int4"}, r"reference must be one of \['float32', 'int8'\], got 'int4'"),
-    ({"rounds": 0}, "rounds must be an int >= 1, got 0"),
-    ({"runs_per_round": 2.5}, "runs_per_round must be an int >= 1, got 2.5"),
+@pytest.mark.parametrize("kwargs, error, match", [
+    ({"reference": "int4"}, ValueError, r"reference must be one of \['float32', 'int8'\], got 'int4'"),
+    ({"rounds": 0}, ValueError, "rounds must be an int >= 1, got 0"),
+    ({"runs_per_round": 2.5}, TypeError, "runs_per_round must be an int >= 1, got 2.5"),
 ])
-def test_bad_arguments(flats, mnist_small, kwargs, match):
-    with pytest.raises(ValueError, match=match):
+def test_bad_arguments(flats, mnist_small, kwargs, error, match):
+    with pytest.raises(error, match=match):
         kc.evaluation.compare_latency(flats, mnist_small.x_test, **kwargs)
 
 

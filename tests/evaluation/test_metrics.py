@@ -79,9 +79,9 @@ class TestBadInput:
             kc.evaluation.evaluate(b"definitely not a model", mnist_small)
 
     @pytest.mark.parametrize("kwargs, match", [
-        (dict(max_samples=0), "max_samples must be None or a positive int, got 0"),
-        (dict(latency_runs=0), "latency_runs must be a positive int, got 0"),
-        (dict(num_threads=0), "num_threads must be a positive int, got 0"),
+        (dict(max_samples=0), "max_samples must be an int >= 1 or None, got 0"),
+        (dict(latency_runs=0), "latency_runs must be an int >= 1, got 0"),
+        (dict(num_threads=0), "num_threads must be an int >= 1, got 0"),
         (dict(op_resolver="fast"), "op_resolver must be one of"),
     ])
     def test_bad_options(self, float_flat, mnist_small, kwargs, match):

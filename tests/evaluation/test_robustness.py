@@ -29,7 +29,7 @@ def test_keras_and_flatbuffer(trained_lenet, mnist_small):
 
 
 def test_bad_inputs(trained_lenet, mnist_small):
-    with pytest.raises(ValueError, match=r"noise strengths must be floats in \(0, 1\]"):
+    with pytest.raises(ValueError, match=r"noise strengths must be a finite number in \(0, 1\], got 1.5"):
         kc.evaluation.robustness(trained_lenet, mnist_small, noise=(0.1, 1.5))
     with pytest.raises(ValueError, match="salt_pepper strengths"):
         kc.evaluation.robustness(trained_lenet, mnist_small, salt_pepper=(0,))

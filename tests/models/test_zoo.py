@@ -53,7 +53,7 @@ def test_cifar_models_run_on_32x32():
         (dict(name="lenet5", input_shape=(28, 0, 1)), "input_shape must be"),
         (dict(name="lenet5", input_shape="abc"), "input_shape must be"),
         (dict(name="lenet5", num_classes=1), "num_classes must be an int >= 2, got 1"),
-        (dict(name="lenet5", seed=-1), "seed must be a non-negative int"),
+        (dict(name="lenet5", seed=-1), "seed must be an int >= 0, got -1"),
         (dict(name="lenet5", input_shape=(8, 8, 1)), r"input_shape \(8, 8, 1\) is not usable with model 'lenet5'"),
     ],
 )

@@ -232,7 +232,7 @@ def test_schedule_of_a_gradual_prune_stage():
 
 class TestBadInput:
     @pytest.mark.parametrize("make, match", [
-        (lambda: Prune(1.0), r"sparsity must be a number in \[0, 1\), got 1.0"),
+        (lambda: Prune(1.0), r"sparsity must be a finite number in \[0, 1\), got 1.0"),
         (lambda: Distill(temperature=0), "temperature must be a finite number > 0, got 0"),
         (lambda: Distill(alpha=1.5), r"alpha must be a finite number in \[0, 1\], got 1.5"),
         (lambda: Distill(hint="fc2:"), "hint must be a layer name or 'student_layer:teacher_layer', got 'fc2:'"),

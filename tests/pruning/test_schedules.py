@@ -66,14 +66,14 @@ def test_config_round_trip(schedule):
 
 
 @pytest.mark.parametrize("make, match", [
-    (lambda: ConstantSparsity(1.0), r"target_sparsity must be a number in \[0, 1\), got 1.0"),
-    (lambda: ConstantSparsity(-0.1), "target_sparsity must be a number in"),
+    (lambda: ConstantSparsity(1.0), r"target_sparsity must be a finite number in \[0, 1\), got 1.0"),
+    (lambda: ConstantSparsity(-0.1), "target_sparsity must be a finite number in"),
     (lambda: ConstantSparsity(0.5, begin_step=10, end_step=10), r"end_step must be -1 or an int > begin_step \(10\), got 10"),
     (lambda: ConstantSparsity(0.5, frequency=0), "frequency must be an int >= 1, got 0"),
-    (lambda: PolynomialDecay(0.5, 1.2, 0, 10), "final_sparsity must be a number in"),
+    (lambda: PolynomialDecay(0.5, 1.2, 0, 10), "final_sparsity must be a finite number in"),
     (lambda: PolynomialDecay(0.5, 0.8, 10, 5), r"end_step must be an int > begin_step \(10\), got 5"),
     (lambda: PolynomialDecay(0.5, 0.8, -1, 5), "begin_step must be an int >= 0, got -1"),
-    (lambda: PolynomialDecay(0.5, 0.8, 0, 5, power=0), "power must be a positive number, got 0"),
+    (lambda: PolynomialDecay(0.5, 0.8, 0, 5, power=0), "power must be a finite number > 0, got 0"),
     (lambda: PolynomialDecay.from_epochs(0.5, 0.8, 2, 2, 10), r"end_epoch must be an int > begin_epoch \(2\), got 2"),
     (lambda: kc.pruning.steps_per_epoch(100, 0), "batch_size must be an int >= 1, got 0"),
 ])

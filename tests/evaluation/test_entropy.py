@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 import kcompress as kc
-import kcompress.clustering as kcc
-from kcompress.clustering.entropy import huffman_bits, huffman_code_lengths
+import kcompress.evaluation as kcc
+from kcompress.evaluation.entropy import huffman_bits, huffman_code_lengths
 
 keras = kc.keras
 
@@ -91,9 +91,9 @@ class TestBadInputs:
     def test_arguments(self, trained_lenet):
         with pytest.raises(ValueError, match="levels must be an int in"):
             kcc.entropy_coded_size(trained_lenet, levels=1)
-        with pytest.raises(ValueError, match="index_bits must be None"):
+        with pytest.raises(ValueError, match=r"index_bits must be an int in \[1, 16\] or None, got 0"):
             kcc.entropy_coded_size(trained_lenet, index_bits=0)
-        with pytest.raises(ValueError, match="encoding must be None"):
+        with pytest.raises(ValueError, match="encoding must be one of 'raw', 'dense', 'sparse', got 'zip'"):
             kcc.entropy_coded_size(trained_lenet, encoding="zip")
         with pytest.raises(TypeError):
             kcc.entropy_coded_size(b"flatbuffer")
@@ -108,3 +108,8 @@ def test_total_is_bits_rounded_up_plus_codebooks(trained_lenet):
     r = kcc.entropy_coded_size(trained_lenet)
     for t in r.tensors:
         assert t.total_bytes == math.ceil((t.value_bits + t.index_bits) / 8) + t.codebook_bytes
+
+
+def test_entropy_coded_size_lives_in_evaluation_and_clustering_reexports_it():
+    assert kc.clustering.entropy_coded_size is kc.evaluation.entropy_coded_size
+    assert kc.clustering.EntropyReport is kc.evaluation.EntropyReport

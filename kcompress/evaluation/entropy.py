@@ -33,6 +33,7 @@ import math
 import numpy as np
 
 from kcompress._keras import check_model, keras
+from kcompress.validation import check_choice, check_int
 
 ENCODINGS = ("raw", "dense", "sparse")
 _TABLE_BITS_PER_SYMBOL = 5
@@ -240,13 +241,10 @@ def _float_weights(model):
 
 def _check(model, levels, index_bits, encoding):
     model = check_model(model)
-    if isinstance(levels, bool) or not isinstance(levels, (int, np.integer)) or not 2 <= levels <= 65536:
-        raise ValueError(f"levels must be an int in [2, 65536], got {levels!r}.")
-    if index_bits is not None and (isinstance(index_bits, bool) or not isinstance(index_bits, (int, np.integer))
-                                   or not 1 <= index_bits <= 16):
-        raise ValueError(f"index_bits must be None (choose the best per tensor) or an int in [1, 16], got {index_bits!r}.")
-    if encoding is not None and encoding not in ENCODINGS:
-        raise ValueError(f"encoding must be None (the cheapest per tensor) or one of {ENCODINGS}, got {encoding!r}.")
+    check_int("levels", levels, 2, 65536)
+    check_int("index_bits", index_bits, 1, 16, allow_none=True)  # None: the best per tensor
+    if encoding is not None:  # None: the cheapest per tensor
+        check_choice("encoding", encoding, ENCODINGS)
     return model
 
 
