@@ -294,7 +294,7 @@ def _finish(out, ds, done, plan, args, seeds) -> list[dict]:
         f"Robustness: accuracy on the first {args['robustness_samples']} test images with Gaussian noise of "
         "standard deviation s (robust_gauss_s) or a fraction s of pixels set to 0 or 1 (robust_saltpepper_s), "
         "inputs clipped to [0, 1], seeded. Entropy bytes: Deep Compression accounting of the Keras weights "
-        "(Huffman-coded shared values and sparse index gaps plus codebooks; `kcompress.clustering."
+        "(Huffman-coded shared values and sparse index gaps plus codebooks; `kcompress.evaluation."
         "entropy_coded_size`), entropy ratio = 4 x params / entropy bytes; none for quantization-aware models.",
         "",
         kc.reporting.to_markdown(summary, robust_cols),
