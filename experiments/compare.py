@@ -209,7 +209,10 @@ def run(args: dict) -> list[dict]:
                              baseline=study.Entry("baseline", "model", baseline_pipeline(args)),
                              baseline_settings=_BASELINE,
                              strategy=None if args.get("strategy", "default") == "default" else strategy)
-        done = runner.run(ds, out, seeds)
+        # Every worker resumes from the chief's output_dir (shared storage), so all skip the same variants.
+        done = runner.run(ds, out, seeds, resume_dir=args["output_dir"])
+        if not kc.models.is_chief(strategy):  # the others trained alongside; the chief measures and reports
+            return [r for seed in seeds for name in ["baseline", *chosen] for r in done[seed][name]["records"]]
         return _finish(out, ds, done, ["baseline", *chosen], args, seeds)
 
 

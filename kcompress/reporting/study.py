@@ -314,15 +314,23 @@ class Study:
         self.baseline, self.strategy = baseline, strategy
         self.baseline_settings = list(self.settings) if baseline_settings is None else list(baseline_settings)
 
-    def _model_path(self, folder: str, name: str) -> str | None:
-        """Where an entry's final model is kept: only for entries that a later entry starts from."""
-        return os.path.join(folder, "variants", f"{name}.keras") if name in self._continued else None
+    def _model_file(self, name: str) -> str | None:
+        """Where (in a seed's folder) an entry's final model is kept: only for entries a later entry starts from."""
+        return os.path.join("variants", f"{name}.keras") if name in self._continued else None
 
-    def run(self, dataset, output_dir: str, seeds: Sequence[int]) -> dict[int, dict[str, dict]]:
+    def run(self, dataset, output_dir: str, seeds: Sequence[int], resume_dir: str | None = None
+            ) -> dict[int, dict[str, dict]]:
         """Runs (or resumes) every entry for every seed; returns ``{seed: {name: record}}``.
 
         A record is ``{"fingerprint", "pipeline", "start", "seed", "seconds", "records", "log"}``;
         its ``records`` are the pipeline's, each with ``"seed"`` added.
+
+        Args:
+            output_dir: where results are written.
+            resume_dir: where finished results are also looked for (default: ``output_dir``
+                only). A worker of a multi-worker cluster writes into a temporary folder
+                (``kcompress.models.writable_dir``) but resumes from the chief's shared
+                ``output_dir``, so every worker skips the same finished entries.
         """
         import kcompress as kc
 
@@ -332,7 +340,10 @@ class Study:
         for seed in seeds:
             folder = seed_dir(output_dir, seed)
             os.makedirs(os.path.join(folder, "variants"), exist_ok=True)
-            baseline_path = os.path.join(folder, "baseline.keras")
+            bases = [folder] + ([seed_dir(resume_dir, seed)] if resume_dir is not None else [])
+
+            def saved(relative, bases=bases):  # a finished result: written here, or found in resume_dir
+                return next((os.path.join(b, relative) for b in bases if os.path.isfile(os.path.join(b, relative))), None)
             done: dict[str, dict] = {}
             for entry in plan:
                 i += 1
@@ -347,9 +358,10 @@ class Study:
                         key["start_fingerprint"] = done[entry.start]["fingerprint"]
                 fp = fingerprint(key)
                 path = os.path.join(folder, "variants", f"{entry.name}.json")
-                model_path = baseline_path if is_base else self._model_path(folder, entry.name)
-                previous = _load_done(path, fp)
-                if previous is not None and (model_path is None or os.path.isfile(model_path)):
+                model_file = "baseline.keras" if is_base else self._model_file(entry.name)
+                previous = next((p for b in bases if (p := _load_done(os.path.join(b, "variants", f"{entry.name}.json"),
+                                                                      fp)) is not None), None)
+                if previous is not None and (model_file is None or saved(model_file)):
                     logging.info("[%d/%d] seed %d, %s: finished earlier, re-using %s", i, total, seed, entry.name, path)
                     done[entry.name] = previous
                     continue
@@ -361,17 +373,18 @@ class Study:
                     model = self.build(entry.start, seed)
                     result = entry.pipeline.run(dataset, model=model, output_dir=folder, strategy=self.strategy)
                 else:
-                    teacher = (kc.keras.models.load_model(baseline_path, compile=False)
+                    teacher = (kc.keras.models.load_model(saved("baseline.keras"), compile=False)
                                if self.baseline else None)
                     if entry.start == "baseline":
                         model = teacher
                     elif entry.start in done:
-                        model = kc.keras.models.load_model(self._model_path(folder, entry.start), compile=False)
+                        model = kc.keras.models.load_model(saved(self._model_file(entry.start)), compile=False)
                     else:
                         model = self.build(entry.start, seed)
                     result = entry.pipeline.run(dataset, model=model, teacher=teacher, output_dir=folder,
                                                 strategy=self.strategy, seed=seed if entry.stage_seeds else None)
-                if model_path is not None:  # (every worker: under multiworker, output_dir is the chief's or a temporary one)
+                if model_file is not None:  # every worker: under multiworker, output_dir is the chief's or a temporary one
+                    model_path = os.path.join(folder, model_file)
                     result.model.save(model_path + ".tmp.keras")
                     os.replace(model_path + ".tmp.keras", model_path)
                 record = {"fingerprint": fp, "pipeline": config, "start": entry.start, "seed": seed,

@@ -108,3 +108,28 @@ def test_an_entry_continues_from_an_earlier_entry_and_resumes(tmp_path, mnist):
     with pytest.raises(ValueError, match="'then_int8' starts from 'later', which is not an earlier entry"):
         study.Study([study.Entry("then_int8", "later", Pipeline([Export("int8")])),
                      study.Entry("later", "baseline", Pipeline([Export("int8")]))], build, {}, baseline=baseline)
+
+
+def test_a_worker_writing_elsewhere_resumes_from_the_shared_folder(tmp_path, mnist, monkeypatch):
+    # A non-chief worker writes into its own temporary folder but must skip what the chief finished.
+    from kcompress.pipeline import Export, Pipeline, Prune, Train
+
+    ds = mnist.take(train=400, test=100)
+    baseline = study.Entry("baseline", "model", Pipeline([Train(1, 128)], name="baseline"))
+    entries = [study.Entry("pruned", "baseline", Pipeline([Prune(0.5, epochs=1, batch_size=128)], name="pruned")),
+               study.Entry("then", "pruned", Pipeline([Export("int8")], name="then"))]
+
+    def build(start, seed):
+        return kc.models.get("mlp_tiny", ds.input_shape, ds.num_classes, seed=seed)
+
+    chief = study.Study(entries, build, {"s": 1}, baseline=baseline).run(ds, str(tmp_path / "shared"), [0])[0]
+    ran = []
+    original = Pipeline.run
+    monkeypatch.setattr(Pipeline, "run", lambda self, *a, **k: ran.append(self.name) or original(self, *a, **k))
+    worker = study.Study(entries, build, {"s": 1}, baseline=baseline).run(
+        ds, str(tmp_path / "tmp"), [0], resume_dir=str(tmp_path / "shared"))[0]
+    assert ran == [] and worker["then"]["fingerprint"] == chief["then"]["fingerprint"]
+    (tmp_path / "shared" / "seed0" / "variants" / "pruned.keras").unlink()  # what a later entry needs is gone
+    study.Study(entries, build, {"s": 1}, baseline=baseline).run(ds, str(tmp_path / "tmp"), [0],
+                                                                  resume_dir=str(tmp_path / "shared"))
+    assert ran == ["pruned"] and (tmp_path / "tmp" / "seed0" / "variants" / "pruned.keras").is_file()
