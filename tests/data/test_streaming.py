@@ -198,6 +198,7 @@ def test_from_tfds_streams_the_builder_splits():
         assert (int(train.cardinality()), int(val.cardinality())) == (2, 1)
 
 
+@pytest.mark.slow
 def test_distill_stage_trains_on_a_streamed_dataset(records, trained_lenet):
     from kcompress.pipeline import Distill
 
