@@ -45,6 +45,7 @@ def test_tfrecord_round_trip_keeps_images_labels_and_order(small, records):
         ds.x_train  # noqa: B018
 
 
+@pytest.mark.slow
 def test_streaming_splits_match_what_keras_holds_out(small, records):
     ds = kc.data.load_tfrecord(records, shuffle_buffer=256)
     train, val = ds.fit_splits(batch_size=64, validation_split=0.1, seed=0)

@@ -52,6 +52,7 @@ def test_bad_arguments(trained_lenet, mnist_small, kwargs, error, message):
         kc.pruning.sensitivity(trained_lenet, mnist_small, **kwargs)
 
 
+@pytest.mark.slow
 def test_a_streamed_dataset_gives_the_same_report_without_arrays(trained_lenet, mnist, tmp_path):
     arrays = mnist.take(train=1000, test=10)  # the last 100 training images validate
     kc.data.save_tfrecord(arrays, tmp_path, shards=2)
