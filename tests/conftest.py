@@ -37,22 +37,24 @@ except RuntimeError:  # pragma: no cover - devices already initialised by an ear
     pass
 
 
-# The longest files first (worker-seconds measured on 2 cores, -n 2, before the 2026-12 trims), so
-# the two xdist workers (pyproject: --dist loadfile) finish together instead of one waiting on a
-# long file started last. The other files follow in collection order.
+# The longest files first (worker-seconds on 2 cores, -n 2: the lead's last suite run, 2026-12-01;
+# the files trimmed since scaled by their measured before/after ratio), so the two xdist workers
+# (pyproject: --dist loadfile) finish together instead of one waiting on a long file started last.
+# The other files follow in collection order.
 _LONGEST_FIRST = (
-    "tests/compression/test_compress.py",  # 354 s
-    "tests/notebooks/test_notebooks.py",  # 208 s
+    "tests/compression/test_compress.py",  # 184 s
     "tests/distributed/test_multiworker.py",  # 183 s
-    "tests/data/test_streaming.py",  # 92 s
+    "tests/notebooks/test_notebooks.py",  # 147 s
+    "tests/experiments/test_compare_experiment.py",  # 129 s
+    "tests/experiments/test_prune_experiment.py",  # 104 s
+    "tests/experiments/test_quantize_experiment.py",  # 96 s
     "tests/quantization/test_qat_sparsity.py",  # 92 s
-    "tests/experiments/test_compare_experiment.py",  # 89 s
+    "tests/experiments/test_deep_compression_experiment.py",  # 81 s
+    "tests/data/test_streaming.py",  # 74 s
     "tests/pipeline/test_pipeline.py",  # 70 s
     "tests/experiments/test_distill_experiment.py",  # 64 s
     "tests/quantization/test_qat.py",  # 62 s
-    "tests/experiments/test_quantize_experiment.py",  # 60 s
-    "tests/experiments/test_prune_experiment.py",  # 52 s
-    "tests/experiments/test_deep_compression_experiment.py",  # 51 s
+    "tests/experiments/test_baseline_experiment.py",  # 56 s
     "tests/experiments/test_compress_experiment.py",  # 44 s
 )
 

@@ -56,7 +56,7 @@ def test_qat_then_distill_in_one_fit(mnist_small, fresh_copy):
                                                                  latency_runs=1)["size_bytes"]
 
 
-@pytest.mark.parametrize("compress", ["prune", "qat"])
+@pytest.mark.parametrize("compress", ["prune", pytest.param("qat", marks=pytest.mark.slow)])
 def test_compressed_copy_of_the_teacher_is_not_taken_for_a_swap(fresh_copy, caplog, compress):
     # Pruning masks and quantizer ranges make count_params() of the copy larger than the teacher's.
     teacher = fresh_copy()

@@ -22,6 +22,7 @@ def _fit(teacher, x, y, cache, **fit_kwargs):
     return d, history, student.get_weights()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("split", ["validation_split", "validation_data"])
 def test_cached_logits_train_exactly_like_the_teacher_per_batch(data, split):
     x, y = data

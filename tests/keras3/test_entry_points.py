@@ -101,6 +101,7 @@ def test_prune_channels_of_a_keras3_model(trained_lenet_k3):
     assert _is_tf_keras(slim) and slim.get_layer("conv2").filters == 8
 
 
+@pytest.mark.slow
 def test_low_rank_of_a_keras3_model(trained_lenet_k3):
     result = kc.factorization.low_rank(trained_lenet_k3, rank=8, layers=["fc1"])
     reference = kc.factorization.low_rank(from_keras3(trained_lenet_k3), rank=8, layers=["fc1"])
@@ -127,6 +128,7 @@ def test_product_quantize_of_a_keras3_model(trained_lenet_k3):
     assert np.array_equal(kernel, reference.get_layer("fc1").kernel.numpy())
 
 
+@pytest.mark.slow
 def test_distiller_takes_keras3_student_and_teacher(trained_lenet_k3, tiny):
     student = lenet5_k3(seed=1)
     d = kc.distillation.Distiller(student=student, teacher=trained_lenet_k3)
@@ -139,6 +141,7 @@ def test_distiller_takes_keras3_student_and_teacher(trained_lenet_k3, tiny):
     assert max_abs_diff(d.student.predict(tiny.x_test, verbose=0), student.predict(tiny.x_test, verbose=0)) > 1e-3
 
 
+@pytest.mark.slow
 def test_hint_distiller_finds_keras3_layer_names(trained_lenet_k3, tiny):
     d = kc.distillation.HintDistiller(lenet5_k3(seed=2), trained_lenet_k3, student_layer="fc2", teacher_layer="fc2")
     d.compile("adam", alpha=0.5, temperature=2, hint_weight=0.1)

@@ -149,6 +149,7 @@ class TestFinetune:
     def _weights(result):
         return result.model.get_weights()
 
+    @pytest.mark.slow
     def test_a_distilling_finetune_is_a_distiller_run_with_the_teacher(self, slice_):
         student = kc.models.get("mlp_small", slice_.input_shape, slice_.num_classes, seed=0)
         teacher = kc.models.get("tiny_cnn", slice_.input_shape, slice_.num_classes, seed=1)
@@ -173,6 +174,7 @@ class TestFinetune:
         assert plain.log[0]["finetune"] == "plain" and plain.log[0]["stage"] == "Prune"
         assert not np.array_equal(self._weights(plain)[-2], self._weights(result)[-2])
 
+    @pytest.mark.slow
     def test_a_distill_stage_after_prune_is_a_step_of_its_own(self, slice_):
         student = kc.models.get("mlp_small", slice_.input_shape, slice_.num_classes, seed=0)
         teacher = kc.models.get("tiny_cnn", slice_.input_shape, slice_.num_classes, seed=1)

@@ -25,3 +25,9 @@ def pruned80(trained_lenet, mnist_small):
     pruned = kc.pruning.prune(trained_lenet, kc.pruning.ConstantSparsity(0.8))
     history = _finetune(pruned, mnist_small, epochs=2)
     return pruned, kc.pruning.strip(pruned), history
+
+
+@pytest.fixture()
+def wrapped(trained_lenet):
+    """LeNet-5 in pruning wrappers, untrained: for the checks that refuse a model still wrapped."""
+    return kc.pruning.prune(trained_lenet, kc.pruning.ConstantSparsity(0.8))

@@ -93,9 +93,9 @@ class TestBadInput:
         with pytest.raises(ValueError, match="layers names 'pool1', a MaxPooling2D; only the filters / units of Conv"):
             kc.pruning.prune_channels(trained_lenet, 0.5, layers=["pool1"])
 
-    def test_wrapped_model(self, pruned80):
+    def test_wrapped_model(self, wrapped):
         with pytest.raises(ValueError, match=r"strip\(\) it before prune_channels"):
-            kc.pruning.prune_channels(pruned80[0], 0.5)
+            kc.pruning.prune_channels(wrapped, 0.5)
 
 
 def test_per_layer_ratios(trained_lenet):

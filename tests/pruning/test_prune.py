@@ -40,6 +40,7 @@ def test_layer_selection_by_name_and_type(trained_lenet):
     assert wrapped == ["fc1", "fc2", "logits"]
 
 
+@pytest.mark.slow
 def test_sequential_and_nested_models(finetune, mnist_small):
     inner = keras.Sequential([keras.layers.Dense(32, activation="relu", name="inner_fc")], name="block")
     inputs = keras.Input((28, 28, 1))
@@ -88,6 +89,7 @@ def test_m_by_n_structure_and_its_config_survives_saving(finetune, trained_lenet
     assert wrapper.sparsity_m_by_n == (2, 4)
 
 
+@pytest.mark.slow
 def test_block_sparsity(finetune, trained_lenet, mnist_small):
     pruned = kc.pruning.prune(trained_lenet, kc.pruning.ConstantSparsity(0.75), layers=["fc1"], block_size=(1, 4))
     finetune(pruned, mnist_small.take(train=640))
@@ -134,9 +136,9 @@ class TestBadInput:
         with pytest.raises(TypeError, match="schedule must be a pruning schedule .* got float"):
             kc.pruning.prune(trained_lenet, 0.8)
 
-    def test_already_pruned(self, pruned80):
+    def test_already_pruned(self, wrapped):
         with pytest.raises(ValueError, match="already holds pruning wrappers"):
-            kc.pruning.prune(pruned80[0], kc.pruning.ConstantSparsity(0.5))
+            kc.pruning.prune(wrapped, kc.pruning.ConstantSparsity(0.5))
 
     @pytest.mark.parametrize("kwargs, match", [
         (dict(block_size=(0, 4)), r"block_size must be two positive ints"),
@@ -147,6 +149,6 @@ class TestBadInput:
         with pytest.raises(ValueError, match=match):
             kc.pruning.prune(trained_lenet, kc.pruning.ConstantSparsity(0.5), **kwargs)
 
-    def test_export_of_a_wrapped_model_says_strip(self, pruned80):
+    def test_export_of_a_wrapped_model_says_strip(self, wrapped):
         with pytest.raises(ValueError, match=r"call kcompress.pruning.strip\(model\) before export"):
-            kc.export.to_tflite(pruned80[0])
+            kc.export.to_tflite(wrapped)

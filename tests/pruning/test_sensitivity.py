@@ -64,6 +64,7 @@ def test_validation_split_checks_its_arguments(mnist_small):
         kc.pruning.validation_split(mnist_small, fraction=1.0)
 
 
+@pytest.mark.slow
 def test_a_streamed_dataset_gives_the_same_report_without_arrays(trained_lenet, mnist, tmp_path):
     arrays = mnist.take(train=1000, test=10)  # the last 100 training images validate
     kc.data.save_tfrecord(arrays, tmp_path, shards=2)

@@ -63,7 +63,7 @@ class TestQAT:
     def qat(self, trained_lenet, mnist_small):
         model = kc.keras.models.clone_model(trained_lenet)
         model.set_weights(trained_lenet.get_weights())
-        return fine_tune(kc.quantization.quantize_aware(model), mnist_small)
+        return fine_tune(kc.quantization.quantize_aware(model), mnist_small, n=2000)
 
     def test_int8_flatbuffer_needs_no_calibration_and_matches_keras(self, qat, mnist_small):
         flat = kc.export.to_tflite(qat, "int8", verbose=False)
