@@ -4,7 +4,7 @@ import time
 
 import numpy as np
 import pytest
-from model_builders import residual_net
+from model_builders import depthwise_net, residual_net
 
 import kcompress as kc
 
@@ -82,14 +82,12 @@ def test_accuracy_budget_guided_search_finds_the_smallest_passing(trained_lenet,
     assert not smaller_passing  # the winner is the smallest finished candidate that keeps the accuracy
 
 
-def test_a_residual_net_shrinks_to_a_bytes_and_macs_budget(tiny):
+@pytest.mark.parametrize("build", [residual_net, depthwise_net])
+def test_residual_and_depthwise_nets_shrink_to_a_bytes_and_macs_budget(build, tiny):
     # Sizes and MACs are asserted, not accuracy: 600 images (60 validate) train and recover enough.
-    # The residual net stands for the user-built nets: its Adds tie channel groups and meeting both
-    # budgets takes two steps (a depthwise net took one); channel groups and cuts of both nets,
-    # depthwise and separable included, are checked exactly in tests/pruning/test_channel_groups.py.
     data = tiny.take(train=600, test=100)
     kc.keras.utils.set_random_seed(0)
-    model = residual_net(width=8)
+    model = build(width=8)
     kc.models.compile_classifier(model, 3e-3)
     kc.models.fit(model, data, epochs=1, batch_size=64, verbose=0)
     base = kc.export.to_tflite(model, "int8", representative_data=data.representative(100), verbose=False)
