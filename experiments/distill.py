@@ -129,8 +129,8 @@ class _Runner:
     + distill settings' run on the first prune seed) is trained once.
     """
 
-    def __init__(self, ds, args, output_dir):
-        self.ds, self.args, self.output_dir = ds, args, output_dir
+    def __init__(self, ds, args, output_dir, resume_dir=None):
+        self.ds, self.args, self.output_dir, self.resume_dir = ds, args, output_dir, resume_dir
         strategy = kc.models.get_strategy(args["strategy"])
         self.strategy = strategy
         self.study_strategy = None if args["strategy"] == "default" else strategy
@@ -159,12 +159,14 @@ class _Runner:
         logging.info("Training the teacher %s for %d epochs", a["teacher"], a["teacher_epochs"])
         train = Pipeline([Train(a["teacher_epochs"], a["batch_size"], a["learning_rate"])], name="teacher")
         folder = os.path.join(self.output_dir, "teacher")
+        shared = os.path.join(self.resume_dir, "teacher") if self.resume_dir else None
         done = study.Study([], self._build, settings={k: self.settings[k] for k in _TEACHER_SETTINGS},
                            baseline=study.Entry("teacher", "teacher", train),
-                           strategy=self.study_strategy).run(self.ds, folder, seeds=[0])
+                           strategy=self.study_strategy).run(self.ds, folder, seeds=[0], resume_dir=shared)
+        path = next(p for p in (os.path.join(study.seed_dir(f, 0), "baseline.keras") for f in (folder, shared) if f)
+                    if os.path.isfile(p))
         with self.strategy.scope():
-            self.teacher_net = kc.keras.models.load_model(
-                os.path.join(study.seed_dir(folder, 0), "baseline.keras"), compile=False)
+            self.teacher_net = kc.keras.models.load_model(path, compile=False)
         return _training_info(done[0]["teacher"])
 
     def run(self, pipelines, seeds, start="student"):
@@ -173,7 +175,8 @@ class _Runner:
         baseline = study.Entry("teacher", "trained_teacher", Pipeline([self._evaluate()], name="teacher"))
         done = study.Study(entries, self._build, settings=self.settings, baseline=baseline,
                            baseline_settings=[k for k in _SETTINGS if k != "student"],
-                           strategy=self.study_strategy).run(self.ds, self.output_dir, seeds)
+                           strategy=self.study_strategy).run(self.ds, self.output_dir, seeds,
+                                                              resume_dir=self.resume_dir)
         for seed, by_name in done.items():
             for name, record in by_name.items():
                 self.done[seed, name] = record
@@ -292,12 +295,13 @@ def _prune_table(rows, seeds):
 def run(output_dir: str, *args, **kwargs) -> list[dict]:
     """Runs the study and writes its outputs; returns the records (arguments as :func:`_run`).
 
-    Under ``strategy="multiworker"`` every worker runs the study; only the chief writes ``output_dir``.
+    Under ``strategy="multiworker"`` every worker runs the study; only the chief writes ``output_dir``,
+    and every worker resumes from it (shared storage), so all skip the same finished runs.
     """
     bound = inspect.signature(_run).bind(output_dir, *args, **kwargs)
     bound.apply_defaults()
     with kc.models.writable_dir(output_dir, kc.models.get_strategy(bound.arguments["strategy"])) as out:
-        bound.arguments["output_dir"] = out
+        bound.arguments["output_dir"], bound.arguments["resume_dir"] = out, output_dir
         return _run(*bound.args, **bound.kwargs)
 
 
@@ -306,8 +310,12 @@ def _run(output_dir: str, dataset="mnist", teacher="lenet5", teacher_model=None,
         alphas=(0.1, 0.5), alpha_temperature=4.0, seeds=(0, 1, 2), validation_split=0.1, prune_sparsity=0.8,
         prune_epochs=4, prune_seeds=(0, 1, 2, 3, 4), prune_alphas=(0.5, 0.9), prune_temperatures=(1, 2),
         prune_hint="fc2:fc2", prune_hint_weights=(0.03, 0.1), hint=None, hint_weight=0.1, data_dir=None,
-        max_train=None, max_test=None, latency_runs=200, strategy="default", flag_values=None) -> list[dict]:
-    """Runs the study and writes its outputs; returns the records."""
+        max_train=None, max_test=None, latency_runs=200, strategy="default", flag_values=None, resume_dir=None) -> list[dict]:
+    """Runs the study and writes its outputs into ``output_dir``; returns the records.
+
+    ``resume_dir``: where finished runs are also looked for (a multi-worker worker writing into a
+    temporary folder resumes from the chief's ``output_dir``).
+    """
     temperatures = _floats(temperatures, "temperatures", positive=True)
     alphas = _floats(alphas, "alphas")
     seeds, prune_seeds = _ints(seeds, "seeds"), _ints(prune_seeds, "prune_seeds")
@@ -338,7 +346,7 @@ def _run(output_dir: str, dataset="mnist", teacher="lenet5", teacher_model=None,
     t_start = time.perf_counter()
     ds = study.load_dataset(dict(dataset=dataset, data_dir=data_dir, max_train=max_train, max_test=max_test))
     os.makedirs(output_dir, exist_ok=True)
-    runner = _Runner(ds, dict(args, max_train=max_train, max_test=max_test), output_dir)
+    runner = _Runner(ds, dict(args, max_train=max_train, max_test=max_test), output_dir, resume_dir)
     records = []
 
     info = runner.teacher()
@@ -500,7 +508,7 @@ def main(argv):
     del argv
     values = study.flag_values(_FLAG_NAMES)
     # Every argument of _run but these two is the flag of the same name.
-    names = [p for p in inspect.signature(_run).parameters if p not in ("output_dir", "flag_values")]
+    names = [p for p in inspect.signature(_run).parameters if p not in ("output_dir", "flag_values", "resume_dir")]
     run(FLAGS.output_dir, **{name: values[name] for name in names}, flag_values=values)
     if not kc.models.is_chief(kc.models.get_strategy(FLAGS.strategy)):
         return  # only the chief wrote the report

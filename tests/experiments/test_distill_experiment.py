@@ -21,10 +21,12 @@ def test_distill_script_writes_every_output(tmp_path):
     # Cheap: an MLP teacher (it has the fc2 the hint names), one candidate per selection (the choice
     # itself is select_on_validation's, tested in tests/reporting), the seed-0 run at alpha_temperature
     # re-used from the alpha selection; in process (main() passes its flags to run()): no second start-up.
-    _module().run(str(out), teacher="lenet300_100", teacher_epochs=1, student="tiny_cnn", epochs=1, batch_size=64,
-                  learning_rate=0.005, temperatures=["4"], alphas=["0.5"], alpha_temperature=4, seeds=["0", "1"],
-                  prune_seeds=["0"], prune_epochs=1, prune_alphas=["0.5"], prune_temperatures=["1"],
-                  prune_hint="fc2:fc2", prune_hint_weights=["0.1"], max_train=640, max_test=100, latency_runs=1)
+    flags = dict(teacher="lenet300_100", teacher_epochs=1, student="tiny_cnn", epochs=1, batch_size=64,
+                 learning_rate=0.005, temperatures=["4"], alphas=["0.5"], alpha_temperature=4, seeds=["0", "1"],
+                 prune_seeds=["0"], prune_epochs=1, prune_alphas=["0.5"], prune_temperatures=["1"],
+                 prune_hint="fc2:fc2", prune_hint_weights=["0.1"], max_train=640, max_test=100, latency_runs=1)
+    module = _module()
+    module.run(str(out), **flags)
     assert {"results.json", "results.csv", "report.md", "flags.json"} <= set(os.listdir(out))
     payload = json.loads((out / "results.json").read_text())
     by_role = {}
@@ -64,6 +66,16 @@ def test_distill_script_writes_every_output(tmp_path):
     assert "prune 80% + distill (T=" in report and "Best distilled student" in report
     assert ", hint fc2 x0.1) |" in report and "| prune 80% + distill, logits (T=" in report
     assert "vs prune + fine-tune" in report and "| prune 80% + fine-tune |" in report and "| scratch |" in report
+
+    # A multi-worker worker writes into its own (temporary) folder but resumes from the chief's: nothing trains.
+    ran = []
+    original = module.Pipeline.run
+    module.Pipeline.run = lambda self, *a, **k: ran.append(self.name) or original(self, *a, **k)
+    try:
+        again = module._run(str(tmp_path / "worker"), **flags, resume_dir=str(out))
+    finally:
+        module.Pipeline.run = original
+    assert ran == [] and len(again) == len(payload["records"])
 
 
 def test_seed_means_and_tables():
