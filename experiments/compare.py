@@ -101,7 +101,8 @@ def _own_flags():
     flags.DEFINE_float("prune_distill_hint_weight", 0.1, "Weight of that feature hint.")
     flags.DEFINE_integer("clusters", 16, "Shared weight values per layer in the prune + cluster variant.")
     flags.DEFINE_integer("latency_rounds", 20, "Interleaved rounds of the final same-process latency comparison.")
-    flags.DEFINE_list("variants", None, "Run only these variants (default: all).")
+    flags.DEFINE_list("variants", None, "Run only these variants. Default: the core rows (one per technique, the "
+                      "combinations that pay and compressed_budget; about 17 min a seed on 2 CPUs); 'all': every row.")
     flags.DEFINE_string("compress_recipe", "auto", "A recipe found by experiments/compress.py, replayed as the "
                         "'compressed_budget' variant when it was found for --model; 'auto' takes "
                         "experiments/recipes/<model>_<dataset>.json if it exists, '' leaves the row out.")
@@ -170,6 +171,18 @@ def variants(args: dict) -> dict[str, tuple[str, Pipeline]]:
     return {name: (start, Pipeline(stages, name=name)) for name, (start, stages) in spec.items()}
 
 
+def core_variants(args: dict, all_variants: dict) -> list[str]:
+    """The rows the main job runs by default: each technique once, the combinations that pay, the budget row.
+
+    Left to ``--variants=all``: the second pruning schedule, low-rank, prune + cluster, the students
+    and the distilled combinations (about as long again).
+    """
+    pct, cr = round(100 * args["sparsity"]), round(100 * args["channel_ratio"])
+    core = [f"prune_{pct}", f"channels_{cr}", "qat_int8", f"prune{pct}_qat_int8", f"channels{cr}_qat_int8",
+            "compressed_budget"]
+    return [name for name in core if name in all_variants]
+
+
 def _with_starts(chosen: list[str], all_variants: dict) -> list[str]:
     """``chosen`` plus the variants they continue from, in the order of ``all_variants``."""
     need, todo = set(), list(chosen)
@@ -193,10 +206,12 @@ def run(args: dict) -> list[dict]:
     with kc.models.writable_dir(args["output_dir"], strategy) as out:
         ds = study.load_dataset(args)
         all_variants = variants(args)
-        chosen = args["variants"] or list(all_variants)
+        chosen = args["variants"] or core_variants(args, all_variants)
+        if chosen == ["all"]:
+            chosen = list(all_variants)
         unknown = [v for v in chosen if v not in all_variants]
         if unknown:
-            raise ValueError(f"--variants names {unknown}, not among {list(all_variants)}.")
+            raise ValueError(f"--variants names {unknown}, not among {list(all_variants)} (or 'all').")
         chosen = _with_starts(chosen, all_variants)
         # The compress recipe repeats its search's training only with the stage seeds it was found with.
         entries = [study.Entry(name, *all_variants[name], stage_seeds=name == "compressed_budget") for name in chosen]

@@ -92,8 +92,35 @@ def test_two_seeds_report_mean_and_std(compare, tmp_path):
 
 
 def test_unknown_variant(compare, tmp_path):
-    with pytest.raises(ValueError, match=r"--variants names \['everything'\], not among"):
+    with pytest.raises(ValueError, match=r"--variants names \['everything'\], not among .* \(or 'all'\)"):
         compare.run(_args(tmp_path, variants=["everything"]))
+
+
+def test_default_runs_the_core_rows_and_all_runs_every_row(compare, tmp_path, monkeypatch):
+    args = _args(tmp_path, variants=None, compress_recipe="auto")
+    every = compare.variants(args)
+    core = compare.core_variants(args, every)
+    assert core == ["prune_80", "channels_50", "qat_int8", "prune80_qat_int8", "channels50_qat_int8",
+                    "compressed_budget"]
+    assert len(every) == 14 and set(core) < set(every)
+    # The names follow the flags; a row that does not exist (no recipe) is simply not in the core.
+    other = dict(args, sparsity=0.5, channel_ratio=0.25, compress_recipe="")
+    assert compare.core_variants(other, compare.variants(other)) == [
+        "prune_50", "channels_25", "qat_int8", "prune50_qat_int8", "channels25_qat_int8"]
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def fake_study(entries, *a, **k):
+        seen["names"] = [e.name for e in entries]
+        raise Stop
+
+    monkeypatch.setattr(compare.study, "Study", fake_study)
+    for chosen, expected in ((None, core), (["all"], list(every))):
+        with pytest.raises(Stop):
+            compare.run(dict(args, variants=chosen))
+        assert seen["names"] == expected
 
 
 @pytest.mark.slow
