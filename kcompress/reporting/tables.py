@@ -69,6 +69,11 @@ def add_ratios(records: list[dict], reference: str) -> list[dict]:
     return out
 
 
+def _is_count(key) -> bool:
+    """Columns counted in whole units (bytes, parameters, MACs): a mean over seeds is shown rounded."""
+    return key.endswith("_bytes") or key in ("params", "nonzero_params", "macs")
+
+
 def _fmt(key, value) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "–"
@@ -83,6 +88,8 @@ def _fmt(key, value) -> str:
         return f"{value:.4f}" if value < 0.1 else f"{value:.3f}"
     if isinstance(value, int) and not isinstance(value, bool):
         return f"{value:,}"
+    if isinstance(value, float) and _is_count(key):
+        return f"{value:,.0f}"
     if isinstance(value, float):
         return f"{value:,.1f}" if abs(value) >= 100 else f"{value:.4g}"
     return str(value)
