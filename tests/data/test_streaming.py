@@ -186,6 +186,7 @@ def test_peak_memory_does_not_grow_with_the_streamed_dataset(tmp_path, mnist):
     print({f"{n}_{mode}": round(v["rss_mb"], 1) for (n, mode), v in out.items()})
 
 
+@pytest.mark.slow
 def test_from_tfds_streams_the_builder_splits():
     tfds = pytest.importorskip("tensorflow_datasets")
     with tfds.testing.mock_data(num_examples=40):  # tfds' own fake records: no download

@@ -43,6 +43,7 @@ def _model(ds):
     return kc.models.compile_classifier(kc.models.get("mlp_tiny", ds.input_shape, ds.num_classes, seed=0), 2e-3)
 
 
+@pytest.mark.slow
 def test_interrupted_fit_resumes_at_the_epoch_after_the_last_backup(tmp_path, mnist_small):
     ds = mnist_small.take(train=1000, test=200)
     backup = tmp_path / "backup"
@@ -67,6 +68,7 @@ def test_interrupted_fit_resumes_at_the_epoch_after_the_last_backup(tmp_path, mn
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.slow
 def test_restore_best_is_what_the_final_backup_keeps(tmp_path, mnist_small):
     ds = mnist_small.take(train=1000, test=200)
     model = _model(ds)

@@ -117,61 +117,64 @@ _COMPRESS = {"max_bytes": 40_000, "recovery_epochs": 1, "step_epochs": 1, "qat_e
              "batch_size": 128, "calibration_samples": 100, "verbose": 0, "seed": 0}
 
 
-def _resume_configs(tmp_path, epoch_sleep):
-    """The resume test's training on each worker: 3 epochs from scratch, backed up after each."""
-    return [{"train": 1000, "test": 300, "epochs": 3, "epoch_sleep": epoch_sleep, "backup_dir": str(tmp_path / "backup"),
-             "output_dir": str(tmp_path / f"resume_w{i}")} for i in range(2)]
+PRUNE_EPOCHS = 2  # the first launch is killed in the second, the restarted cluster resumes it
 
 
-def _kill_one_worker_mid_training(tmp_path) -> dict:
-    """Starts the resume test's training on two workers; kills worker 1 once the chief has backed up epoch 1."""
-    marker = tmp_path / "backup" / "stage00_train" / "chief" / "checkpoint"  # written by the chief after epoch 1
-    configs = [{"train": 1000, "test": 300, "resume": r} for r in _resume_configs(tmp_path, epoch_sleep=0.3)]
+def _pipeline_config(tmp_path, i, weights, **more):
+    """Worker i's Prune -> QuantizeAware -> int8 pipeline (both launches), backed up every epoch."""
+    return {"mode": "pipeline", "train": 1200, "test": 400, "weights": weights, "prune_epochs": PRUNE_EPOCHS,
+            "backup_dir": str(tmp_path / "backup"), "output_dir": str(tmp_path / f"out_w{i}"), **more}
+
+
+def _kill_one_worker_mid_training(tmp_path, weights) -> dict:
+    """Starts the pipeline on two workers; kills worker 1 once the chief has backed up the Prune stage's epoch 1.
+
+    The peer cannot finish an all-reduce without it; the whole cluster restarts, as a cluster
+    manager would do (here: worker 0 is killed too, instead of waiting out TensorFlow's health check).
+    """
+    marker = tmp_path / "backup" / "stage00_prune" / "chief" / "checkpoint"  # written by the chief after epoch 1
+    configs = [_pipeline_config(tmp_path, i, weights, epoch_sleep=0.5) for i in range(2)]
     with _cluster(tmp_path, "first", configs) as procs:
         deadline = time.monotonic() + TIMEOUT_S
         while not marker.exists():
             assert time.monotonic() < deadline, "no backup was written in time"
             assert all(p.poll() is None for p, _, _ in procs), (tmp_path / "first_w1.log").read_text()[-3000:]
             time.sleep(0.05)
-        os.killpg(procs[1][0].pid, signal.SIGKILL)  # worker 1 dies mid-training
-        # Its peer cannot finish an all-reduce without it: TensorFlow's health check fails it
-        # (UnavailableError) and the cluster restarts, as a cluster manager would do.
-        try:
-            procs[0][0].wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(procs[0][0].pid, signal.SIGKILL)
+        os.killpg(procs[1][0].pid, signal.SIGKILL)  # worker 1 dies mid-training (epoch 2 sleeps 0.5 s first)
+        os.killpg(procs[0][0].pid, signal.SIGKILL)
+        procs[0][0].wait(10)
     return {"first_finished": (tmp_path / "first_w0.json").exists(),
-            "first_backup": _files(tmp_path / "backup" / "stage00_train" / "chief")}
+            "first_backup": _files(tmp_path / "backup" / "stage00_prune" / "chief"),
+            "first_outputs": _files(tmp_path / "out_w0") + _files(tmp_path / "out_w1")}
 
 
 @pytest.fixture(scope="module")
 def two_workers(tmp_path_factory, trained_lenet, mnist):
     """Two launches of two workers, shared by the tests below (a launch costs ~10 s of imports per worker).
 
-    The first trains and loses worker 1 mid-training. In the second (the restarted cluster),
-    each worker resumes that training from its backup, runs the Prune → QuantizeAware
-    pipeline, the other training stages and a Distiller fit, then ``kc.compress`` four times:
-    afresh; resumed; with worker 1 reading an empty folder (different start states); resumed
-    with a tighter budget and a time limit that only worker 1 has used up.
+    The first runs the Prune -> QuantizeAware pipeline and loses worker 1 in the Prune stage's
+    second epoch. In the second (the restarted cluster) each worker resumes that stage from its
+    backup and finishes the pipeline, runs the other training stages and a Distiller fit, then
+    ``kc.compress`` three times: afresh; with worker 1 reading an empty folder (different start
+    states); resumed (worker 1 from a copy of the chief's folder) with a tighter budget and a
+    time limit that only worker 1 has used up.
     """
     tmp_path = tmp_path_factory.mktemp("two_workers")
-    killed = _kill_one_worker_mid_training(tmp_path)
-    ds = mnist.take(train=1200, test=400)
     weights = _weights_file(tmp_path, trained_lenet)
+    killed = _kill_one_worker_mid_training(tmp_path, weights)
+    ds = mnist.take(train=1200, test=400)
     configs = []
-    for i, resume in enumerate(_resume_configs(tmp_path, epoch_sleep=0.0)):
+    for i in range(2):
         own, chief = str(tmp_path / f"compress_w{i}"), str(tmp_path / "compress_w0")
         calls = [{"output_dir": own, "settings": _COMPRESS},
-                 {"output_dir": own, "settings": _COMPRESS, "copy_from": chief},  # resumed: nothing trains
                  {"output_dir": chief if i == 0 else str(tmp_path / "empty_w1"), "settings": _COMPRESS},
-                 {"output_dir": own, "settings": {**_COMPRESS, "max_bytes": 10_000,
-                                                  "time_limit": 1e-6 if i == 1 else 1e6}}]
-        configs.append({"mode": "pipeline", "train": 1200, "test": 400, "weights": weights, "prune_epochs": 1,
-                        "more_stages": True, "output_dir": str(tmp_path / f"out_w{i}"), "resume": resume,
-                        "compress_calls": calls, "compress_train": 1000, "compress_test": 200})
+                 {"output_dir": own, "copy_from": chief,  # resumed: nothing trains
+                  "settings": {**_COMPRESS, "max_bytes": 10_000, "time_limit": 1e-6 if i == 1 else 1e6}}]
+        configs.append(_pipeline_config(tmp_path, i, weights, more_stages=True, compress_calls=calls,
+                                        compress_train=1000, compress_test=200))
     with _cluster(tmp_path, "mw", configs) as procs:
         # A single-process run with the same global batch (64), while the workers start.
-        single = _reference(ds, trained_lenet, 1)
+        single = _reference(ds, trained_lenet, PRUNE_EPOCHS)
         w0, w1 = _wait(procs, tmp_path, "mw", timeout=2 * TIMEOUT_S)
     return {"tmp": tmp_path, "single": single, "w0": w0, "w1": w1, **killed}
 
@@ -215,17 +218,18 @@ def test_prune_qat_pipeline_and_distiller_on_two_workers(two_workers):
 
 @pytest.mark.slow
 def test_killed_worker_resumes_from_backup(two_workers):
-    tmp_path, w0, w1 = two_workers["tmp"], two_workers["w0"], two_workers["w1"]
+    w0, w1 = two_workers["w0"], two_workers["w1"]
     assert not two_workers["first_finished"]  # the first run never finished
     assert two_workers["first_backup"], "the chief's backup is missing"
-    # The restarted cluster resumed from the backup, not from scratch.
-    resumed = w0["train_log"][0].get("resumed_at_epoch")
-    assert resumed is not None and 1 <= resumed < 3, w0["train_log"]
-    assert w1["train_log"][0].get("resumed_at_epoch") == resumed
-    assert _same_weights(w0["weights"], w1["weights"], "model_") < 1e-6
-    assert w0["train_accuracy"] > 0.8
-    assert _files(tmp_path / "resume_w1") == []
-    assert _files(tmp_path / "resume_w0") == ["resume_float32.tflite"]
+    assert two_workers["first_outputs"] == []  # killed in its first stage: nothing exported yet
+    # The restarted cluster resumed the Prune stage from the backup (its second epoch), not from scratch.
+    for w in (w0, w1):
+        assert w["log"][0]["stage"] == "Prune" and w["log"][0].get("resumed_at_epoch") == 1, w["log"]
+        assert "resumed_at_epoch" not in w["log"][1]  # QuantizeAware started afresh
+    # ...and ended where an uninterrupted single-process run ends (sparsity, accuracy, identical
+    # weights on both workers: test_prune_qat_pipeline_and_distiller_on_two_workers).
+    assert _same_weights(w0["weights"], w1["weights"], "pipeline_") < 1e-6
+    assert w0["log"][0]["sparsity"] == pytest.approx(0.75, abs=0.01) and w0["accuracy"] > 0.9
 
 
 def test_get_strategy_multiworker_needs_tf_config(monkeypatch):
@@ -252,15 +256,15 @@ def test_is_chief_of_single_process_strategies(mirrored):
         kc.models.is_chief("multiworker")
 
 
-def _decisions(call):
-    """Every record of a compress call but its clock."""
-    return [{k: v for k, v in r.items() if k != "seconds"} for r in call["records"]]
+def _decisions(call, *also_drop):
+    """Every record of a compress call but its clock (and the keys in ``also_drop``)."""
+    return [{k: v for k, v in r.items() if k not in ("seconds", *also_drop)} for r in call["records"]]
 
 
 @pytest.mark.slow
 def test_compress_on_two_workers_takes_the_same_decisions_and_only_the_chief_writes(two_workers):
     tmp_path = two_workers["tmp"]
-    (c0, resumed0, *_), (c1, resumed1, *_) = two_workers["w0"]["compress"], two_workers["w1"]["compress"]
+    c0, c1 = two_workers["w0"]["compress"][0], two_workers["w1"]["compress"][0]
     # The same search on both workers: every record (but its clock), the winner, the recipe, the bytes.
     assert "error" not in c0 and "error" not in c1, (c0.get("message"), c1.get("message"))
     assert _decisions(c0) == _decisions(c1)
@@ -273,21 +277,23 @@ def test_compress_on_two_workers_takes_the_same_decisions_and_only_the_chief_wri
     assert c1["after"] == {}
     assert {"compress_state.json", "winner.tflite", "recipe.json", "report.md"} <= set(c0["after"]), c0["after"]
 
-    # Resuming: every worker reads the chief's folder (shared storage, here a copy for worker 1).
-    assert set(resumed1["before"]) == set(c0["after"])
-    assert resumed0["flatbuffer_sha256"] == resumed1["flatbuffer_sha256"] == c0["flatbuffer_sha256"]
-    assert _decisions(resumed0) == _decisions(resumed1) == _decisions(c0)
-    assert resumed0["seconds"] < c0["seconds"] / 2  # nothing trained again
-    assert resumed1["after"] == resumed1["before"]  # the other worker read, and wrote nothing
+    # Resuming (the time-limit call below): every worker reads the chief's folder (shared storage,
+    # here a copy for worker 1); both take up the same trajectory and finished candidates, train
+    # nothing, and the other worker writes nothing.
+    r0, r1 = two_workers["w0"]["compress"][2], two_workers["w1"]["compress"][2]
+    assert set(r1["before"]) == set(c0["after"])
+    assert _decisions(r0, "meets_budget") == _decisions(r1, "meets_budget") == _decisions(c0, "meets_budget")[:-1]
+    assert r0["seconds"] < c0["seconds"] / 2  # nothing trained again
+    assert r1["after"] == r1["before"]  # the other worker read, and wrote nothing
     assert _files(tmp_path / "compress_w1") == sorted(pathlib.Path(p).name for p in c0["after"])
     print(f"MWMS compress: {c0['flatbuffer_bytes']} B, test accuracy {c0['winner']['test_accuracy']:.4f}, "
-          f"compress {c0['seconds']:.1f} s, resumed {resumed0['seconds']:.1f} s")
+          f"compress {c0['seconds']:.1f} s, resumed {r0['seconds']:.1f} s")
 
 
 @pytest.mark.slow
 def test_compress_fails_on_every_worker_when_they_start_from_different_states(two_workers):
     # The chief resumes from its folder, worker 1 sees an empty one: both refuse, nothing trains or hangs.
-    d0, d1 = two_workers["w0"]["compress"][2], two_workers["w1"]["compress"][2]
+    d0, d1 = two_workers["w0"]["compress"][1], two_workers["w1"]["compress"][1]
     for call in (d0, d1):
         assert call["error"] == "ValueError", call.get("message")
         assert "start compress from different states (resumed, steps, finishes differ" in call["message"]
@@ -300,7 +306,7 @@ def test_compress_fails_on_every_worker_when_they_start_from_different_states(tw
 def test_a_time_limit_one_worker_used_up_stops_every_worker_at_the_same_step(two_workers):
     # A tighter budget would explore further; worker 1's clock is past its limit (worker 0's is not):
     # both stop before the next step, so both fail the budget alike, with the same records.
-    t0, t1 = two_workers["w0"]["compress"][3], two_workers["w1"]["compress"][3]
+    t0, t1 = two_workers["w0"]["compress"][2], two_workers["w1"]["compress"][2]
     steps = len([r for r in two_workers["w0"]["compress"][0]["records"] if r["phase"] == "explore"])
     for call in (t0, t1):
         assert call["error"] == "BudgetError", call.get("message")

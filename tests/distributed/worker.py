@@ -36,7 +36,6 @@ from kcompress.pipeline import (  # noqa: E402
     Prune,
     PruneChannels,
     QuantizeAware,
-    Train,
 )
 
 tf.config.threading.set_intra_op_parallelism_threads(1)
@@ -59,31 +58,21 @@ def baseline(weights=True):
     return model
 
 
-if config.get("resume"):  # a Train stage backed up every epoch (the resume test), before anything else
-    resume = config["resume"]
+if config.get("epoch_sleep"):  # the first launch of the resume test: slow epochs, so the test can kill a worker
+    from kcompress.pipeline import stages as _stages
 
     class SlowEpochs(keras.callbacks.Callback):
         """Gives the test time to kill a worker mid-training."""
 
         def on_epoch_begin(self, epoch, logs=None):
-            time.sleep(resume.get("epoch_sleep", 0.0))
+            time.sleep(config["epoch_sleep"])
 
-    fit = kc.models.training.fit  # the Train stage looks it up when it runs
+    fit = _stages.fit  # what every stage trains with (the name stages.py imported)
 
     def fit_slowly(*args, callbacks=None, **kwargs):
         return fit(*args, callbacks=[SlowEpochs(), *(callbacks or [])], **kwargs)
 
-    kc.models.training.fit = fit_slowly
-    t0 = time.perf_counter()
-    stage = Train(epochs=resume["epochs"], batch_size=64, learning_rate=2e-3, restore_best=False, teacher=False)
-    result = Pipeline([stage, Export("float32"), Evaluate(latency_runs=5)], name="resume").run(
-        ds.take(train=resume["train"], test=resume["test"]), model=baseline(weights=False),
-        output_dir=resume["output_dir"], strategy=strategy, seed=0, verbose=0, backup_dir=resume["backup_dir"])
-    kc.models.training.fit = fit
-    out["train_s"] = time.perf_counter() - t0
-    out["train_log"] = result.log
-    out["train_accuracy"] = result.records[0]["accuracy"]
-    arrays.update({f"model_{i}": w for i, w in enumerate(result.model.get_weights())})
+    _stages.fit = fit_slowly
 
 
 if config.get("mode") == "pipeline":
