@@ -5,15 +5,24 @@ import kcompress as kc
 from kcompress._keras import keras
 
 
-@pytest.fixture()
-def distiller(mnist_small, fresh_copy):
+def _compiled(teacher):
     kc.keras.utils.set_random_seed(0)
-    d = kc.distillation.Distiller(student=kc.models.get("tiny_cnn", seed=0), teacher=fresh_copy(), name="kd")
+    d = kc.distillation.Distiller(student=kc.models.get("tiny_cnn", seed=0), teacher=teacher, name="kd")
     d.compile(keras.optimizers.Adam(2e-3), metrics=["accuracy"], alpha=0.25, temperature=6.0)
+    return d
+
+
+@pytest.fixture(scope="module")
+def distiller(mnist_small, trained_lenet):
+    """Trained for 8 steps; shared by the tests of this file, which save and load it but never train it."""
+    teacher = kc.keras.models.clone_model(trained_lenet)
+    teacher.set_weights(trained_lenet.get_weights())
+    d = _compiled(teacher)
     d.fit(mnist_small.x_train[:512], mnist_small.y_train[:512], epochs=1, batch_size=64, verbose=0)
     return d
 
 
+@pytest.mark.slow
 def test_save_writes_the_whole_distiller_and_student_save_the_student(distiller, mnist_small, tmp_path):
     distiller.save(tmp_path / "d.keras")
     loaded = keras.models.load_model(tmp_path / "d.keras")
@@ -27,6 +36,7 @@ def test_save_writes_the_whole_distiller_and_student_save_the_student(distiller,
         distiller.save(tmp_path / "d.h5")
 
 
+@pytest.mark.slow
 def test_model_checkpoint_resumes_a_distillation(mnist_small, fresh_copy, tmp_path):
     """Case 8: Distiller.save wrote only the student, so ModelCheckpoint checkpointed only the student."""
     d = kc.distillation.Distiller(student=kc.models.get("tiny_cnn", seed=0), teacher=fresh_copy())
@@ -58,6 +68,7 @@ def test_savedmodel_before_the_first_predict_and_training_after_loading(mnist_sm
     assert np.isfinite(history.history["distillation_loss"][0])
 
 
+@pytest.mark.slow
 def test_whole_distiller_round_trips_through_save_model(distiller, mnist_small, tmp_path):
     path = tmp_path / "distiller.keras"
     keras.models.save_model(distiller, path)
@@ -77,7 +88,8 @@ def test_whole_distiller_round_trips_through_save_model(distiller, mnist_small, 
     assert loaded.optimizer.iterations.numpy() == 10
 
 
-def test_get_config_from_config_round_trip(distiller):
+def test_get_config_from_config_round_trip(fresh_copy):
+    distiller = _compiled(fresh_copy())  # compiled, not trained: the configs are what is compared
     config = distiller.get_config()
     assert set(config) == {"name", "student", "teacher", "alpha", "temperature"}
     clone = kc.distillation.Distiller.from_config(config)

@@ -37,23 +37,23 @@ def test_prune_distill_qat_int8_composes(trained_lenet, mnist_small, tmp_path):
     (record,) = result.records
     assert record["variant"] == "prune_distill_qat" and record["flatbuffer"] == "int8"
     assert record["nonzero_params"] <= 0.22 * record["params"]  # the zeros survived QAT and int8
-    assert record["accuracy"] > 0.8
+    assert record["accuracy"] > 0.8, record
     assert (tmp_path / "prune_distill_qat_int8.tflite").read_bytes() == result.flatbuffers["int8"]
     for a, b in zip(before, trained_lenet.get_weights(), strict=True):  # the input model is untouched
         np.testing.assert_array_equal(a, b)
 
 
 @pytest.mark.slow
-def test_prune_then_distill_with_a_feature_hint(trained_lenet, mnist_small, tmp_path):
+def test_prune_then_distill_with_a_feature_hint(trained_lenet, tiny, tmp_path):
     stage = stage_from_config({"stage": "distill", "temperature": 1.0, "alpha": 0.5, "hint": "fc2",
                                "hint_weight": 0.1, "batch_size": 64})
     assert stage == Distill(temperature=1.0, alpha=0.5, hint="fc2", hint_weight=0.1, batch_size=64)
-    pipeline = Pipeline([Prune(0.8, epochs=2, batch_size=64, finetune=stage), Evaluate(keras=True, latency_runs=5)],
+    pipeline = Pipeline([Prune(0.8, epochs=1, batch_size=64, finetune=stage), Evaluate(keras=True, latency_runs=5)],
                         name="prune_hint")
-    result = pipeline.run(mnist_small.take(test=300), model=trained_lenet, output_dir=str(tmp_path), verbose=0)
+    result = pipeline.run(tiny, model=trained_lenet, output_dir=str(tmp_path), verbose=0)
     assert result.log[0]["finetune"] == "distill(T=1.0, alpha=0.5, hint=fc2 x0.1)"
     (record,) = result.records
-    assert record["nonzero_params"] <= 0.22 * record["params"] and record["accuracy"] > 0.8
+    assert record["nonzero_params"] <= 0.22 * record["params"] and record["accuracy"] > 0.8, record
 
 
 @pytest.mark.slow
@@ -145,14 +145,26 @@ class TestFinetune:
     def slice_(self, mnist_small):
         return mnist_small.take(train=640, test=100)
 
+    @pytest.fixture(scope="class")
+    def models(self, slice_):
+        student = kc.models.get("mlp_small", slice_.input_shape, slice_.num_classes, seed=0)
+        teacher = kc.models.get("tiny_cnn", slice_.input_shape, slice_.num_classes, seed=1)
+        return student, teacher
+
+    @pytest.fixture(scope="class")
+    def plain(self, slice_, models):
+        """The student pruned and fine-tuned on the labels (the default finetune), seed 3. Do not mutate."""
+        student, teacher = models
+        return Pipeline([Prune(0.5, epochs=1, batch_size=64)]).run(slice_, model=student, teacher=teacher, seed=3,
+                                                                   verbose=0)
+
     @staticmethod
     def _weights(result):
         return result.model.get_weights()
 
     @pytest.mark.slow
-    def test_a_distilling_finetune_is_a_distiller_run_with_the_teacher(self, slice_):
-        student = kc.models.get("mlp_small", slice_.input_shape, slice_.num_classes, seed=0)
-        teacher = kc.models.get("tiny_cnn", slice_.input_shape, slice_.num_classes, seed=1)
+    def test_a_distilling_finetune_is_a_distiller_run_with_the_teacher(self, slice_, models, plain):
+        student, teacher = models
         distill = Distill(temperature=2.0, alpha=0.5, batch_size=64)
         result = Pipeline([Prune(0.5, epochs=1, batch_size=64, finetune=distill)]).run(
             slice_, model=student, teacher=teacher, seed=3, verbose=0)
@@ -169,21 +181,19 @@ class TestFinetune:
         for a, b in zip(self._weights(result), kc.pruning.strip(wrapped).get_weights(), strict=True):
             np.testing.assert_array_equal(a, b)
         # Plain fine-tuning (the default) learns from the labels only: other weights.
-        plain = Pipeline([Prune(0.5, epochs=1, batch_size=64)]).run(slice_, model=student, teacher=teacher, seed=3,
-                                                                    verbose=0)
         assert plain.log[0]["finetune"] == "plain" and plain.log[0]["stage"] == "Prune"
         assert not np.array_equal(self._weights(plain)[-2], self._weights(result)[-2])
 
     @pytest.mark.slow
-    def test_a_distill_stage_after_prune_is_a_step_of_its_own(self, slice_):
-        student = kc.models.get("mlp_small", slice_.input_shape, slice_.num_classes, seed=0)
-        teacher = kc.models.get("tiny_cnn", slice_.input_shape, slice_.num_classes, seed=1)
+    def test_a_distill_stage_after_prune_is_a_step_of_its_own(self, slice_, models, plain):
+        student, teacher = models
         both = Pipeline([Prune(0.5, epochs=1, batch_size=64), Distill(temperature=2.0, alpha=0.5, epochs=2, batch_size=64)])
         result = both.run(slice_, model=student, teacher=teacher, seed=3, verbose=0)
         assert [(e["stage"], e["finetune"]) for e in result.log] == [("Prune", "plain"),
                                                                     ("Distill", "distill(T=2.0, alpha=0.5)")]
         # The same as 1 epoch of plain fine-tuning (seed 3), then 2 epochs of distillation (seed 4).
-        pruned = Pipeline([Prune(0.5, epochs=1, batch_size=64)]).run(slice_, model=student, seed=3, verbose=0).model
+        pruned = kc.keras.models.clone_model(plain.model)
+        pruned.set_weights(plain.model.get_weights())
         kc.keras.utils.set_random_seed(4)
         d = kc.distillation.Distiller(student=pruned, teacher=teacher)
         d.compile(optimizer=kc.keras.optimizers.Adam(1e-3), metrics=["accuracy"], alpha=0.5, temperature=2.0)

@@ -15,6 +15,7 @@ def small(mnist):
     return mnist.take(train=1500, test=300)
 
 
+@pytest.mark.slow
 def test_softmax_model_trains_on_the_loss_for_probabilities(small):
     """Case 6: the pipeline compiled from_logits=True on a softmax output."""
     result = Pipeline([Train(epochs=2, batch_size=32, learning_rate=3e-3, restore_best=False)]).run(
@@ -55,6 +56,7 @@ def test_subclassed_model_is_refused_before_training(small, stages, match):
         Pipeline(stages).run(small, model=um.subclassed(0), verbose=0)
 
 
+@pytest.mark.slow
 def test_subclassed_model_trains_on_a_copy(small):
     model = um.subclassed(0)
     before = [w.copy() for w in model.get_weights()]
@@ -77,6 +79,7 @@ def test_subclassed_model_exports_and_evaluates_in_a_pipeline(small):
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.slow
 def test_unwritable_output_dir_is_refused_before_training(small, tmp_path):
     blocker = tmp_path / "a_file"
     blocker.write_text("not a folder")

@@ -3,7 +3,6 @@ import pytest
 import tensorflow_model_optimization as tfmot
 
 import kcompress as kc
-from kcompress._keras import tf
 from kcompress.quantization import qat as qat_module
 
 keras = kc.keras
@@ -63,7 +62,7 @@ class TestQAT:
     def qat(self, trained_lenet, mnist_small):
         model = kc.keras.models.clone_model(trained_lenet)
         model.set_weights(trained_lenet.get_weights())
-        return fine_tune(kc.quantization.quantize_aware(model), mnist_small, n=2000)
+        return fine_tune(kc.quantization.quantize_aware(model), mnist_small, n=512)
 
     def test_int8_flatbuffer_needs_no_calibration_and_matches_keras(self, qat, mnist_small):
         flat = kc.export.to_tflite(qat, "int8", verbose=False)
@@ -114,7 +113,7 @@ class TestPreserveSparsity:
         assert kc.quantization.kernel_sparsity(trained_lenet) < 0.01
 
     @pytest.mark.slow
-    def test_zeros_survive_qat_by_default_and_shrink_the_sparse_flatbuffer(self, pruned, mnist_small):
+    def test_zeros_survive_qat_saving_loading_and_more_training(self, pruned, mnist_small, tmp_path):
         qat = fine_tune(kc.quantization.quantize_aware(pruned), mnist_small, lr=1e-3, n=2048)  # auto: mostly zeros
         assert isinstance(qat.get_layer("quant_fc1").quantize_config, qat_module.SparsityPreservingQuantizeConfig), (
             kc.quantization.kernel_sparsity(pruned), [(type(x).__name__, x.trainable, len(x.trainable_weights)) for x in pruned.layers],
@@ -128,29 +127,26 @@ class TestPreserveSparsity:
         assert len(sparse) < 0.75 * len(dense)
         agree = kc.evaluation.agreement(qat, dense, mnist_small, max_samples=500)
         assert agree["top1_agreement"] >= 0.99 and agree["tflite_accuracy"] >= 0.9, agree
-
-    @pytest.mark.slow
-    def test_plain_qat_lets_zeros_grow_back(self, pruned, mnist_small):
-        qat = fine_tune(kc.quantization.quantize_aware(pruned, preserve_sparsity=False), mnist_small, lr=1e-3, n=1024)
-        flat = kc.export.to_tflite(qat, "int8", verbose=False)
-        assert weight_zero_fraction(flat) < 0.6
-
-    def test_dense_model_gets_plain_qat_by_default(self, fresh_copy):
-        qat = kc.quantization.quantize_aware(fresh_copy())
-        config = qat.get_layer("quant_fc1").quantize_config
-        assert not isinstance(config.weight_quantizer, qat_module.SparsityPreservingWeightsQuantizer)
-
-    @pytest.mark.slow
-    def test_zeros_survive_saving_loading_and_more_training(self, pruned, tmp_path, mnist_small):
-        qat = kc.quantization.quantize_aware(pruned, preserve_sparsity=True)
+        # Saved and loaded, the configs and zeros are kept, and more training keeps the zeros too.
         qat.save(tmp_path / "pqat.h5")
         with kc.quantization.quantize_scope():
             loaded = keras.models.load_model(tmp_path / "pqat.h5")
         assert isinstance(loaded.get_layer("quant_conv1").quantize_config, qat_module.SparsityPreservingConvQuantizeConfig)
         x = mnist_small.x_test[:16]
         np.testing.assert_allclose(loaded.predict(x, verbose=0), qat.predict(x, verbose=0), atol=1e-5)
-        fine_tune(loaded, mnist_small, lr=1e-3, n=1024)
+        fine_tune(loaded, mnist_small, lr=1e-3, n=256)
         assert weight_zero_fraction(kc.export.to_tflite(loaded, "int8", verbose=False)) >= 0.79
+
+    @pytest.mark.slow
+    def test_plain_qat_lets_zeros_grow_back(self, pruned, mnist_small):
+        qat = fine_tune(kc.quantization.quantize_aware(pruned, preserve_sparsity=False), mnist_small, lr=1e-3, n=512)
+        flat = kc.export.to_tflite(qat, "int8", verbose=False)
+        assert weight_zero_fraction(flat) < 0.6, weight_zero_fraction(flat)
+
+    def test_dense_model_gets_plain_qat_by_default(self, fresh_copy):
+        qat = kc.quantization.quantize_aware(fresh_copy())
+        config = qat.get_layer("quant_fc1").quantize_config
+        assert not isinstance(config.weight_quantizer, qat_module.SparsityPreservingWeightsQuantizer)
 
     @pytest.mark.parametrize("cls", [qat_module.SparsityPreservingQuantizeConfig,
                                      qat_module.SparsityPreservingConvQuantizeConfig])
@@ -261,17 +257,17 @@ class TestBadArguments:
 
 
 @pytest.mark.slow
-def test_qat_trains_under_mirrored_strategy(trained_lenet, mnist_small):
-    # Gradients are reduced through one device, not with collective ops: collective instance keys
-    # are handed out per strategy, so collectives of different strategies in one test process can
-    # meet (and one aborted collective poisons every later one in the process).
-    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"], cross_device_ops=tf.distribute.ReductionToOneDevice())
+def test_qat_trains_under_mirrored_strategy(trained_lenet, mnist_small, mirrored):
+    # The session's strategy reduces gradients through one device, not with collective ops: collective
+    # instance keys are handed out per strategy, so collectives of different strategies in one test
+    # process can meet (and one aborted collective poisons every later one in the process).
+    strategy = mirrored
     with strategy.scope():
         model = kc.keras.models.clone_model(trained_lenet)
         model.set_weights(trained_lenet.get_weights())
         qat = kc.quantization.quantize_aware(model)
         kc.models.compile_classifier(qat, 1e-4)
-    history = qat.fit(mnist_small.x_train[:2048], mnist_small.y_train[:2048], epochs=1, batch_size=128, verbose=0)
+    history = qat.fit(mnist_small.x_train[:1024], mnist_small.y_train[:1024], epochs=1, batch_size=128, verbose=0)
     assert strategy.num_replicas_in_sync == 2
     assert history.history["accuracy"][0] > 0.9
     flat = kc.export.to_tflite(qat, "int8", verbose=False)

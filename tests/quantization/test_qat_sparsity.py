@@ -12,24 +12,24 @@ pytestmark = pytest.mark.slow  # trains a model per test or module fixture (seco
 
 
 @pytest.fixture(scope="module")
-def fashion():
-    return kc.data.load("fashion_mnist").take(train=600, test=100)  # zeros and sizes are asserted, not accuracy
+def small(mnist_small):
+    return mnist_small.take(train=256, test=100)  # zeros and sizes are asserted, not accuracy
 
 
 def _pruned(name, ds, sparsity=0.7):
-    """A user model trained 1 epoch, pruned to ``sparsity`` with kcompress for 1 epoch, stripped."""
-    model = um.train(um.BUILDERS[name](0), ds, epochs=1, batch_size=32)
-    pruned = kc.pruning.prune(model, kc.pruning.ConstantSparsity(sparsity, begin_step=0))
+    """A user model pruned to ``sparsity`` with kcompress (a few steps: the mask is set at the first), stripped."""
+    pruned = kc.pruning.prune(um.BUILDERS[name](0), kc.pruning.ConstantSparsity(sparsity, begin_step=0))
     kc.models.compile_classifier(pruned, 1e-3)
-    pruned.fit(ds.x_train, ds.y_train, epochs=1, batch_size=64, verbose=0, callbacks=kc.pruning.callbacks())
+    pruned.fit(ds.x_train[:128], ds.y_train[:128], epochs=1, batch_size=64, verbose=0,
+               callbacks=kc.pruning.callbacks())
     return kc.pruning.strip(pruned)
 
 
 @pytest.fixture(scope="module")
-def pruned_nets(fashion):
-    nets = {name: _pruned(name, fashion) for name in ("residual_net", "depthwise_net")}
-    # Its tests check which configs QAT picks and that the zero pattern stays put, not how the zeros came:
-    # magnitude-pruned untrained (two fewer trainings of the module's three models).
+def pruned_nets(small):
+    # Untrained before pruning: the tests check which configs QAT picks and that the zero pattern
+    # stays put, not accuracy. The sequential net is magnitude-pruned (its zeros need not come from kcompress).
+    nets = {name: _pruned(name, small) for name in ("residual_net", "depthwise_net")}
     nets["sequential_cnn"] = um.magnitude_prune(um.sequential_cnn(0), 0.7)
     return nets
 
@@ -44,12 +44,12 @@ def _qat(model, ds, epochs=2, **kwargs):
 
 
 @pytest.mark.parametrize("name", ["residual_net", "depthwise_net"])
-def test_flatbuffer_nonzeros_survive_two_epochs_of_qat(pruned_nets, fashion, name):
+def test_flatbuffer_nonzeros_survive_two_epochs_of_qat(pruned_nets, small, name):
     """Acceptance: Conv2D -> BN -> ReLU, 1x1 convs, Conv2D -> ReLU() layer, depthwise and separable convs."""
     pruned = pruned_nets[name]
-    before = kc.export.describe(kc.export.to_tflite(pruned, "int8", representative_data=fashion.representative(100),
+    before = kc.export.describe(kc.export.to_tflite(pruned, "int8", representative_data=small.representative(100),
                                                     verbose=False))
-    qat = _qat(pruned, fashion, epochs=2, preserve_sparsity=True)
+    qat = _qat(pruned, small, epochs=2, preserve_sparsity=True)
     after = kc.export.describe(kc.export.to_tflite(qat, "int8", verbose=False))
     assert after.params == before.params
     assert abs(after.nonzero_params - before.nonzero_params) <= 0.01 * before.nonzero_params, (
@@ -57,10 +57,10 @@ def test_flatbuffer_nonzeros_survive_two_epochs_of_qat(pruned_nets, fashion, nam
     assert 1 - after.nonzero_params / after.params > 0.55, (name, after.nonzero_params, after.params)
 
 
-def test_conv_followed_by_a_relu_layer_keeps_its_zeros(pruned_nets, fashion):
+def test_conv_followed_by_a_relu_layer_keeps_its_zeros(pruned_nets, small):
     """TFMOT gives a Conv2D / Dense followed by a ReLU layer a NoOp config that left the kernel unmasked."""
     pruned = pruned_nets["sequential_cnn"]
-    qat = _qat(pruned, fashion, epochs=1)  # preserve_sparsity=None: on, the kernels are 70% zeros
+    qat = _qat(pruned, small, epochs=1)  # preserve_sparsity=None: on, the kernels are 70% zeros
     configs = {layer.layer.name: type(layer.quantize_config).__name__ for layer in qat.layers
                if hasattr(layer, "quantize_config")}
     assert configs["conv1"] == configs["conv2"] == "SparsityPreservingConvQuantizeConfig"
