@@ -112,11 +112,16 @@ BUILDERS = {
 }
 
 
-def train(model, ds, epochs=1, n=2000, lr=2e-3, batch_size=64):
-    """Compiles (logits or probabilities, whichever the model outputs) and fits on ``n`` images."""
+def train(model, ds, epochs=1, n=2000, lr=2e-3, batch_size=64, eagerly=False):
+    """Compiles (logits or probabilities, whichever the model outputs) and fits on ``n`` images.
+
+    ``eagerly=True`` runs the steps eagerly: for a handful of steps that beats tracing the train
+    function (seconds); for dozens it does not.
+    """
     probs = model.layers[-1].get_config().get("activation") == "softmax"
     model.compile(keras.optimizers.Adam(lr),
-                  keras.losses.SparseCategoricalCrossentropy(from_logits=not probs), metrics=["accuracy"])
+                  keras.losses.SparseCategoricalCrossentropy(from_logits=not probs), metrics=["accuracy"],
+                  run_eagerly=eagerly)
     model.fit(ds.x_train[:n], ds.y_train[:n], epochs=epochs, batch_size=batch_size, verbose=0)
     return model
 

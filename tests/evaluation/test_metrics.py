@@ -47,8 +47,8 @@ def test_nonzero_params_count_zeroed_weights(fresh_copy, mnist_small):
 
 def test_int8_flatbuffer_quantizes_inputs_itself(trained_lenet, mnist_small):
     flat = kc.export.to_tflite(trained_lenet, "int8", representative_data=mnist_small.representative(100), verbose=False)
-    r = kc.evaluation.evaluate(flat, mnist_small, latency_runs=20)
-    rk = kc.evaluation.evaluate(trained_lenet, mnist_small, latency_runs=5)
+    r = kc.evaluation.evaluate(flat, mnist_small, latency_runs=1)
+    rk = kc.evaluation.evaluate(trained_lenet, mnist_small, latency_runs=1)
     assert abs(r["accuracy"] - rk["accuracy"]) <= 0.01
     assert r["size_bytes"] <= 0.3 * rk["size_bytes"]
 

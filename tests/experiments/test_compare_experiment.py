@@ -1,19 +1,13 @@
-import importlib.util
 import json
 import os
-import pathlib
 
 import pytest
-
-SCRIPT = pathlib.Path(__file__).resolve().parents[2] / "experiments" / "compare.py"
+from experiment_scripts import argv, load, run_main
 
 
 @pytest.fixture(scope="module")
 def compare():
-    spec = importlib.util.spec_from_file_location("compare_experiment", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load("compare")
 
 
 def _args(out, **overrides):
@@ -76,21 +70,6 @@ def test_runs_resumes_and_reruns_only_what_is_missing(compare, tmp_path, monkeyp
     assert ran == ["channels50_distill_int8"]  # the baseline does not depend on the temperature
 
 
-@pytest.mark.slow
-def test_two_seeds_report_mean_and_std(compare, tmp_path):
-    out = tmp_path / "cmp2"
-    records = compare.run(_args(out, seeds=["0", "1"], variants=["student_scratch"], max_train=500, max_test=100,
-                                robustness_samples=20))
-    assert sorted({r["seed"] for r in records}) == [0, 1]
-    payload = json.loads((out / "results.json").read_text())
-    row = next(r for r in payload["summary"] if (r["variant"], r["flatbuffer"]) == ("student_scratch", "float32"))
-    accs = [r["accuracy"] for r in records if (r["variant"], r["flatbuffer"]) == ("student_scratch", "float32")]
-    assert row["n"] == 2 and row["accuracy"] == pytest.approx(sum(accs) / 2)
-    report = (out / "report.md").read_text()
-    assert " ± " in report and "over seeds 0, 1 (n=2)" in report
-    assert (out / "seed1" / "baseline.keras").exists() and payload["flags"]["machine"]["cores"] >= 1
-
-
 def test_unknown_variant(compare, tmp_path):
     with pytest.raises(ValueError, match=r"--variants names \['everything'\], not among .* \(or 'all'\)"):
         compare.run(_args(tmp_path, variants=["everything"]))
@@ -124,7 +103,7 @@ def test_default_runs_the_core_rows_and_all_runs_every_row(compare, tmp_path, mo
 
 
 @pytest.mark.slow
-def test_compressed_budget_row_replays_a_compress_recipe(compare, tmp_path):
+def test_two_seeds_of_the_compressed_budget_row_report_mean_and_std(compare, tmp_path, capsys):
     recipe = {"model": "lenet5", "dataset": "mnist", "budget": "max_bytes=30,000", "command": "compress.py (test)",
               "recipe": {"version": 2, "name": "compressed", "stages": [
                   {"stage": "prune_channels", "ratio": None, "channels": {"fc1": 30}, "epochs": 1,
@@ -134,11 +113,29 @@ def test_compressed_budget_row_replays_a_compress_recipe(compare, tmp_path):
     path = tmp_path / "recipe.json"
     path.write_text(json.dumps(recipe))
     out = tmp_path / "cmp"
-    records = compare.run(_args(out, variants=["compressed_budget"], compress_recipe=str(path)))
-    row = next(r for r in records if r["variant"] == "compressed_budget")
-    assert row["flatbuffer"] == "int8" and row["compression"] > 8
-    assert "compressed_budget: the recipe `kc.compress` found for max_bytes=30,000" in (out / "report.md").read_text()
-    assert compare._compress_recipe(_args(out, compress_recipe="")) is None  # the default: no such row
+    # In process, through the script's absl entry point (app.run(main)): no second TensorFlow start-up.
+    status, _ = run_main("compare", *argv(**_args(out, seeds=["0", "1"], variants=["compressed_budget"],
+                                                  compress_recipe=str(path), robustness_samples=20, latency_runs=1)))
+    assert status == 0
+    assert "| compressed_budget | int8 |" in capsys.readouterr().out  # main's summary table
+    payload = json.loads((out / "results.json").read_text())
+    records = payload["records"]
+    assert sorted({r["seed"] for r in records}) == [0, 1]
+    rows = [r for r in records if r["variant"] == "compressed_budget"]
+    assert [r["flatbuffer"] for r in rows] == ["int8", "int8"] and all(r["compression"] > 8 for r in rows)
+    row = next(r for r in payload["summary"] if (r["variant"], r["flatbuffer"]) == ("compressed_budget", "int8"))
+    assert row["n"] == 2 and row["accuracy"] == pytest.approx(sum(r["accuracy"] for r in rows) / 2)
+    report = (out / "report.md").read_text()
+    assert " ± " in report and "over seeds 0, 1 (n=2)" in report
+    assert "compressed_budget: the recipe `kc.compress` found for max_bytes=30,000" in report
+    assert (out / "seed1" / "baseline.keras").exists() and payload["flags"]["machine"]["cores"] >= 1
+    assert compare._compress_recipe(_args(out, compress_recipe="")) is None  # no such row
     assert compare._compress_recipe(_args(out, model="lenet300_100", compress_recipe=str(path))) is None
     with pytest.raises(ValueError, match="--compress_recipe names 'missing.json', which is not a file"):
         compare._compress_recipe(_args(out, compress_recipe="missing.json"))
+
+
+def test_compare_script_rejects_bad_flags(tmp_path, capsys):
+    status, _ = run_main("compare", "--student=alexnet", f"--output_dir={tmp_path}")
+    assert status != 0
+    assert "flag --student=alexnet" in capsys.readouterr().err

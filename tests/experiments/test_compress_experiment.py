@@ -1,7 +1,7 @@
 import json
 
 import pytest
-from experiment_scripts import load
+from experiment_scripts import argv, load, run_main
 
 
 @pytest.fixture(scope="module")
@@ -10,16 +10,19 @@ def script():
 
 
 @pytest.mark.slow
-def test_compress_script_writes_a_report_with_the_spread_over_seeds(script, tmp_path):
-    # --strategy=mirrored: every training (baseline, search, replay) under a MirroredStrategy.
-    args = dict(dataset="mnist", model="lenet5", baseline_model=None, epochs=1, batch_size=128, learning_rate=2e-3,
-                max_bytes=40_000, max_accuracy_drop=None, min_accuracy=None, max_macs=None, max_arena_bytes=None,
-                recovery_epochs=1, step_epochs=1, qat_epochs=0, step_fraction=0.6, temperature=2.0, alpha=0.5,
-                compress_batch_size=128, time_limit=None, seeds=["0", "1"], output_dir=str(tmp_path / "c"), search_dir=None,
-                data_dir=None, max_train=1000, max_test=200, save_recipe=str(tmp_path / "recipes" / "lenet5_mnist.json"),
-                strategy="mirrored")
-    payload = script.run(args)
+def test_compress_script_writes_a_report_with_the_spread_over_seeds(tmp_path, capsys):
+    # --strategy=mirrored: every training (baseline, search, replay) under a MirroredStrategy. In process,
+    # through the script's absl entry point (app.run(main)): no second TensorFlow start-up.
+    # --max_accuracy_drop=-1: no accuracy budget, the bytes only.
+    status, _ = run_main("compress", *argv(
+        dataset="mnist", model="lenet5", epochs=1, batch_size=128, learning_rate=2e-3, max_bytes=40_000,
+        max_accuracy_drop=-1, recovery_epochs=1, step_epochs=1, qat_epochs=0, step_fraction=0.6, temperature=2.0,
+        alpha=0.5, compress_batch_size=128, seeds=["0", "1"], output_dir=tmp_path / "c", max_train=1000,
+        max_test=200, save_recipe=tmp_path / "recipes" / "lenet5_mnist.json", strategy="mirrored"))
+    assert status == 0
+    assert "Winner: " in capsys.readouterr().out
     out = tmp_path / "c"
+    payload = json.loads((out / "results.json").read_text())
     for name in ("results.json", "results.csv", "report.md", "flags.json", "recipe.json", "winner.tflite",
                  "sensitivity.png", "pareto.png", "search/compress_state.json"):
         assert (out / name).stat().st_size > 0, name

@@ -1,22 +1,18 @@
 import json
-import os
-import pathlib
-import subprocess
-import sys
 
 import pytest
-
-SCRIPT = pathlib.Path(__file__).resolve().parents[2] / "experiments" / "deep_compression.py"
+from experiment_scripts import run_main
 
 
 @pytest.mark.slow
-def test_deep_compression_script_writes_the_table(tmp_path):
+def test_deep_compression_script_writes_the_table(tmp_path, capsys):
+    # In process, through the script's absl entry point (app.run(main)): no second TensorFlow start-up.
     out = tmp_path / "run"
-    cmd = [sys.executable, str(SCRIPT), "--models=lenet5", "--epochs=1", "--prune_epochs=1", "--cluster_epochs=1",
-           "--lowrank_epochs=1", "--max_train=600", "--max_test=100", "--robustness_samples=50", "--batch_size=128",
-           "--seeds=0,1", f"--output_dir={out}"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=dict(os.environ))
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    status, _ = run_main("deep_compression", "--models=lenet5", "--epochs=1", "--prune_epochs=1", "--cluster_epochs=1",
+                         "--lowrank_epochs=1", "--max_train=600", "--max_test=100", "--robustness_samples=20",
+                         "--batch_size=128", "--seeds=0,1", f"--output_dir={out}")
+    assert status == 0
+    assert "# Deep Compression on mnist" in capsys.readouterr().out  # main prints the report
     payload = json.loads((out / "results.json").read_text())
     rows = {r["variant"]: r for r in payload["records"] if r["seed"] == 1}
     assert list(rows)[:4] == ["lenet5 baseline", "lenet5 pruned", "lenet5 pruned+clustered",
@@ -33,3 +29,9 @@ def test_deep_compression_script_writes_the_table(tmp_path):
     assert (out / "report.md").exists() and (out / "flags.json").exists() and (out / "results.csv").exists()
     assert payload["flags"]["cluster_epochs"] == 1
     assert all(r["n"] == 2 for r in payload["summary"]) and " ± " in (out / "report.md").read_text()
+
+
+def test_deep_compression_script_rejects_bad_flags(tmp_path, capsys):
+    status, _ = run_main("deep_compression", "--dense_clusters=1", f"--output_dir={tmp_path}")
+    assert status != 0
+    assert "flag --dense_clusters=1" in capsys.readouterr().err

@@ -1,32 +1,28 @@
-import importlib.util
 import json
 import os
-import pathlib
 
 import pytest
-
-SCRIPT = pathlib.Path(__file__).resolve().parents[2] / "experiments" / "distill.py"
+from experiment_scripts import argv, load, run_main
 
 
 def _module():
-    spec = importlib.util.spec_from_file_location("distill_experiment", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load("distill")
 
 
 @pytest.mark.slow
-def test_distill_script_writes_every_output(tmp_path):
+def test_distill_script_writes_every_output(tmp_path, capsys):
     out = tmp_path / "run"
     # Cheap: an MLP teacher (it has the fc2 the hint names), one candidate per selection (the choice
     # itself is select_on_validation's, tested in tests/reporting), the seed-0 run at alpha_temperature
-    # re-used from the alpha selection; in process (main() passes its flags to run()): no second start-up.
+    # re-used from the alpha selection; in process, through the script's absl entry point (app.run(main),
+    # which passes its flags to run()): no second TensorFlow start-up.
     flags = dict(teacher="lenet300_100", teacher_epochs=1, student="tiny_cnn", epochs=1, batch_size=64,
                  learning_rate=0.005, temperatures=["4"], alphas=["0.5"], alpha_temperature=4, seeds=["0", "1"],
                  prune_seeds=["0"], prune_epochs=1, prune_alphas=["0.5"], prune_temperatures=["1"],
                  prune_hint="fc2:fc2", prune_hint_weights=["0.1"], max_train=640, max_test=100, latency_runs=1)
-    module = _module()
-    module.run(str(out), **flags)
+    status, module = run_main("distill", *argv(**flags, output_dir=out))
+    assert status == 0
+    assert "## Temperature sweep" in capsys.readouterr().out  # main prints the report
     assert {"results.json", "results.csv", "report.md", "flags.json"} <= set(os.listdir(out))
     payload = json.loads((out / "results.json").read_text())
     by_role = {}

@@ -1,21 +1,17 @@
 import json
-import os
-import pathlib
-import subprocess
-import sys
 
 import pytest
-
-SCRIPT = pathlib.Path(__file__).resolve().parents[2] / "experiments" / "prune.py"
+from experiment_scripts import run_main
 
 
 @pytest.mark.slow
-def test_prune_script_writes_the_table(tmp_path):
+def test_prune_script_writes_the_table(tmp_path, capsys):
+    # In process, through the script's absl entry point (app.run(main)): no second TensorFlow start-up.
     out = tmp_path / "run"
-    cmd = [sys.executable, str(SCRIPT), "--epochs=1", "--finetune_epochs=1", "--schedule_end_epoch=1",
-           "--max_train=600", "--max_test=100", "--batch_size=128", "--latency_runs=2", "--seeds=0,1", f"--output_dir={out}"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=dict(os.environ))
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    status, _ = run_main("prune", "--epochs=1", "--finetune_epochs=1", "--schedule_end_epoch=1", "--max_train=600",
+                         "--max_test=100", "--batch_size=128", "--latency_runs=1", "--seeds=0,1", f"--output_dir={out}")
+    assert status == 0
+    assert "| constant_80 | float32 sparse |" in capsys.readouterr().out  # main's summary table
     payload = json.loads((out / "results.json").read_text())
     rows = {(r["variant"], r["flatbuffer"]): r for r in payload["records"]}
     assert set(rows) == {("baseline", "float32 dense"), ("channels_50", "float32 dense")} | {
@@ -29,3 +25,9 @@ def test_prune_script_writes_the_table(tmp_path):
     assert (out / "seed1" / "constant_80_sparse_float32.tflite").exists() and (out / "report.md").exists()
     assert sorted({r["seed"] for r in payload["records"]}) == [0, 1] and " ± " in (out / "report.md").read_text()
     assert payload["flags"]["finetune_epochs"] == 1
+
+
+def test_prune_script_rejects_bad_flags(tmp_path, capsys):
+    status, _ = run_main("prune", "--finetune_epochs=0", f"--output_dir={tmp_path}")
+    assert status != 0
+    assert "flag --finetune_epochs=0" in capsys.readouterr().err

@@ -1,25 +1,23 @@
 import json
 import os
-import pathlib
-import subprocess
-import sys
 
 import pytest
+from experiment_scripts import run_main
 
-SCRIPT = pathlib.Path(__file__).resolve().parents[2] / "experiments" / "quantize.py"
 VARIANTS = ["keras_float32", "float32", "ptq_dynamic", "ptq_int8", "qat_int8", "pruned_qat_int8",
             "pruned_qat_int8_sparse"]
 
 
 @pytest.mark.slow
-def test_quantize_script_writes_every_output(tmp_path):
+def test_quantize_script_writes_every_output(tmp_path, capsys):
+    # In process, through the script's absl entry point (app.run(main)): no second TensorFlow start-up.
     out = tmp_path / "run"
-    cmd = [sys.executable, str(SCRIPT), "--model=tiny_cnn", "--epochs=2", "--qat_epochs=1", "--prune_epochs=1",
-           "--learning_rate=0.003", "--batch_size=64", "--max_train=2000", "--max_test=200", "--latency_rounds=2",
-           "--latency_runs=2", "--calibration_samples=20", "--noplain_qat_of_pruned", "--seeds=0,1",
-           f"--output_dir={out}"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=dict(os.environ))
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    status, _ = run_main("quantize", "--model=tiny_cnn", "--epochs=2", "--qat_epochs=1", "--prune_epochs=1",
+                         "--learning_rate=0.003", "--batch_size=64", "--max_train=2000", "--max_test=200",
+                         "--latency_rounds=1", "--latency_runs=1", "--calibration_samples=20",
+                         "--noplain_qat_of_pruned", "--seeds=0,1", f"--output_dir={out}")
+    stdout = capsys.readouterr().out
+    assert status == 0
     assert {"results.json", "results.csv", "report.md", "flags.json"} <= set(os.listdir(out))
     assert {"baseline.keras", "qat.h5", "pruned_qat.h5", "tiny_cnn_ptq_int8.tflite", "tiny_cnn_qat_int8.tflite",
             "tiny_cnn_pruned_qat_int8_sparse.tflite"} <= set(os.listdir(out / "seed1"))
@@ -42,12 +40,11 @@ def test_quantize_script_writes_every_output(tmp_path):
     report = (out / "report.md").read_text()
     assert "| qat_int8 |" in report and "Published LeNet-5/MNIST table" in report
     assert " ± " in report and "(n=2)" in report
-    assert "| pruned_qat_int8_sparse |" in proc.stdout
+    assert "| pruned_qat_int8_sparse |" in stdout
 
 
-@pytest.mark.slow
-def test_quantize_script_rejects_bad_flags(tmp_path):
-    proc = subprocess.run([sys.executable, str(SCRIPT), "--qat_epochs=0", f"--output_dir={tmp_path}"],
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode != 0
-    assert "flag --qat_epochs=0" in proc.stderr
+def test_quantize_script_rejects_bad_flags(tmp_path, capsys):
+    status, _ = run_main("quantize", "--qat_epochs=0", f"--output_dir={tmp_path}")
+    assert status != 0
+    assert "flag --qat_epochs=0" in capsys.readouterr().err
+    assert os.listdir(tmp_path) == []

@@ -16,7 +16,7 @@ def fashion():
 
 @pytest.fixture(scope="module")
 def trained(fashion):
-    return {name: um.train(um.BUILDERS[name](0), fashion, epochs=2, batch_size=32)
+    return {name: um.train(um.BUILDERS[name](0), fashion, epochs=1, batch_size=32)
             for name in ("sequential_cnn", "residual_net")}
 
 

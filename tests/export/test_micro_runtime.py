@@ -28,7 +28,8 @@ def _litert_raw(flat, x):
 def int8_models(trained_lenet, mnist_small):
     models = {"lenet5": trained_lenet}
     for name in ("sequential_cnn", "residual_net", "depthwise_net", "softmax_model"):
-        models[name] = um.train(um.BUILDERS[name](0), mnist_small, epochs=1, n=1000)
+        # Eight steps, eagerly (no train function to trace): enough for decided int8 outputs to compare.
+        models[name] = um.train(um.BUILDERS[name](0), mnist_small, epochs=1, n=512, eagerly=True)
     rep = mnist_small.representative(100)
     return {name: kc.export.to_tflite(m, "int8", representative_data=rep, verbose=False) for name, m in models.items()}
 

@@ -59,6 +59,7 @@ def test_representative_data_forms(trained_lenet, mnist_small):
         assert kc.export.describe(flat).inputs[0].dtype == np.int8
 
 
+@pytest.mark.slow  # two int8 conversions and a SavedModel (seconds)
 def test_the_variable_holder_converts_as_the_keras_model_would(trained_lenet, calibration, tmp_path, monkeypatch):
     from kcompress._keras import tf
     from kcompress.export import tflite
@@ -73,6 +74,7 @@ def test_the_variable_holder_converts_as_the_keras_model_would(trained_lenet, ca
     assert fast == keras_path
 
 
+@pytest.mark.slow  # two conversions; the fast subset converts sparse in test_micro.py
 def test_sparse_encoding_shrinks_a_mostly_zero_model(fresh_copy):
     model = fresh_copy()
     rng = np.random.default_rng(0)

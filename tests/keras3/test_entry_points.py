@@ -44,7 +44,9 @@ def test_prune_a_keras3_model_directly(trained_lenet_k3, tiny):
     assert [getattr(layer, "layer", layer).name for layer in pruned.layers] == \
         [layer.name for layer in trained_lenet_k3.layers]
     kc.models.compile_classifier(pruned, 1e-3)
-    pruned.fit(tiny.x_train, tiny.y_train, epochs=1, batch_size=64, verbose=0, callbacks=kc.pruning.callbacks())
+    pruned.run_eagerly = True  # the schedule prunes at the first step: two steps, and no train function to trace
+    pruned.fit(tiny.x_train[:128], tiny.y_train[:128], epochs=1, batch_size=64, verbose=0,
+               callbacks=kc.pruning.callbacks())
     report = kc.pruning.sparsity(kc.pruning.strip(pruned))
     assert report.prunable == pytest.approx(0.8, abs=0.01)
 
@@ -58,7 +60,7 @@ def test_prune_with_layer_names_of_the_keras3_model(trained_lenet_k3):
 def test_to_tflite_int8_of_a_keras3_model_directly(trained_lenet_k3, tiny):
     flat = kc.export.to_tflite(trained_lenet_k3, mode="int8", representative_data=tiny.representative(100))
     int8 = kc.evaluation.evaluate(flat, tiny, latency_runs=1)
-    keras_acc = float(np.mean(np.argmax(trained_lenet_k3.predict(tiny.x_test, verbose=0), -1) == tiny.y_test))
+    keras_acc = float(np.mean(np.argmax(trained_lenet_k3(tiny.x_test, training=False), -1) == tiny.y_test))
     assert keras_acc > 0.8
     assert abs(int8["accuracy"] - keras_acc) <= 0.02, (int8["accuracy"], keras_acc)
     assert int8["size_bytes"] < 0.4 * 4 * trained_lenet_k3.count_params()  # int8 weights, not float
@@ -66,7 +68,7 @@ def test_to_tflite_int8_of_a_keras3_model_directly(trained_lenet_k3, tiny):
 
 def test_evaluate_and_keras_metrics_of_a_keras3_model(trained_lenet_k3, tiny):
     r = kc.evaluation.evaluate(trained_lenet_k3, tiny, latency_runs=1)
-    keras_acc = float(np.mean(np.argmax(trained_lenet_k3.predict(tiny.x_test, verbose=0), -1) == tiny.y_test))
+    keras_acc = float(np.mean(np.argmax(trained_lenet_k3(tiny.x_test, training=False), -1) == tiny.y_test))
     assert r["accuracy"] == pytest.approx(keras_acc, abs=1e-9)
     assert r["params"] == trained_lenet_k3.count_params() == 61706
     assert kc.evaluation.keras_macs(trained_lenet_k3) == kc.evaluation.keras_macs(from_keras3(trained_lenet_k3))
@@ -86,12 +88,14 @@ def test_robustness_of_a_keras3_model(trained_lenet_k3, tiny):
     assert got == want and 0.5 < got["robust_gauss_0.2"] <= 1.0
 
 
+@pytest.mark.slow  # two QAT wraps of LeNet-5 (seconds)
 def test_quantize_aware_of_a_keras3_model(trained_lenet_k3, tiny):
     qat = kc.quantization.quantize_aware(trained_lenet_k3)
     reference = kc.quantization.quantize_aware(from_keras3(trained_lenet_k3))
     assert _is_tf_keras(qat)
     assert [type(layer).__name__ for layer in qat.layers] == [type(layer).__name__ for layer in reference.layers]
-    assert max_abs_diff(qat.predict(tiny.x_test, verbose=0), reference.predict(tiny.x_test, verbose=0)) <= 1e-5
+    x = tiny.x_test[:64]
+    assert max_abs_diff(qat(x, training=False), reference(x, training=False)) <= 1e-5
     assert kc.quantization.unsupported_layers(trained_lenet_k3) == []
     assert kc.quantization.kernel_sparsity(trained_lenet_k3) == 0.0
 
@@ -133,12 +137,14 @@ def test_distiller_takes_keras3_student_and_teacher(trained_lenet_k3, tiny):
     student = lenet5_k3(seed=1)
     d = kc.distillation.Distiller(student=student, teacher=trained_lenet_k3)
     assert _is_tf_keras(d.student) and _is_tf_keras(d.teacher)
-    assert max_abs_diff(d.student.predict(tiny.x_test, verbose=0), student.predict(tiny.x_test, verbose=0)) <= 1e-5
+    x = tiny.x_test[:64]
+    before = student(x, training=False)  # the Keras 3 student: the Distiller trains a tf_keras copy
+    assert max_abs_diff(d.student(x, training=False), before) <= 1e-5
     d.compile("adam", alpha=0.5, temperature=2)
-    d.fit(tiny.x_train[:256], tiny.y_train[:256], epochs=1, batch_size=64, verbose=0)
+    d.fit(tiny.x_train[:128], tiny.y_train[:128], epochs=1, batch_size=64, verbose=0)
     # the teacher is frozen, the student moved
-    assert max_abs_diff(d.teacher.predict(tiny.x_test, verbose=0), trained_lenet_k3.predict(tiny.x_test, verbose=0)) <= 1e-5
-    assert max_abs_diff(d.student.predict(tiny.x_test, verbose=0), student.predict(tiny.x_test, verbose=0)) > 1e-3
+    assert max_abs_diff(d.teacher(x, training=False), trained_lenet_k3(x, training=False)) <= 1e-5
+    assert max_abs_diff(d.student(x, training=False), before) > 1e-3
 
 
 @pytest.mark.slow
@@ -165,7 +171,8 @@ def test_compile_classifier_returns_a_compiled_tf_keras_copy(tiny):
     k3 = residual_k3()
     tk = kc.models.compile_classifier(k3, 1e-3)
     assert _is_tf_keras(tk) and tk.optimizer is not None
-    history = kc.models.fit(tk, tiny, epochs=1, batch_size=128, validation_split=0.0, verbose=0)
+    tk.run_eagerly = True  # one step: whether the copy trains, without tracing a train function (seconds)
+    history = kc.models.fit(tk, tiny, epochs=1, batch_size=64, validation_split=0.0, verbose=0, max_train=64)
     assert np.isfinite(history.history["loss"][0])
 
 

@@ -6,12 +6,19 @@ from kcompress._keras import tf
 
 
 @pytest.mark.slow
-def test_fit_learns_real_mnist(mnist_small):
+def test_fit_learns_real_mnist_and_restore_best_keeps_the_best_validation_epoch(mnist_small):
+    # One training for both checks (each trained its own tiny_cnn).
     kc.keras.utils.set_random_seed(1)
     model = kc.models.compile_classifier(kc.models.get("tiny_cnn", seed=1), 3e-3)
-    history = kc.models.fit(model, mnist_small, epochs=2, batch_size=64, verbose=0)
+    best = kc.models.RestoreBest("val_accuracy")
+    history = kc.models.fit(model, mnist_small, epochs=2, batch_size=64, verbose=0, callbacks=[best])
     assert history.history["loss"][-1] < history.history["loss"][0]
     assert model.evaluate(mnist_small.x_test, mnist_small.y_test, verbose=0)[1] > 0.85
+    val = history.history["val_accuracy"]
+    assert best.best == max(val) and best.best_epoch == int(np.argmax(val))
+    n_val = int(len(mnist_small.x_train) * 0.1)
+    x_val, y_val = mnist_small.x_train[-n_val:], mnist_small.y_train[-n_val:]
+    assert model.evaluate(x_val, y_val, verbose=0)[1] == pytest.approx(max(val), abs=1e-6)
 
 
 @pytest.mark.slow
@@ -22,9 +29,10 @@ def test_training_under_mirrored_strategy_with_two_cpus(mnist_small, mirrored):
     kc.keras.utils.set_random_seed(2)
     with strategy.scope():
         model = kc.models.compile_classifier(kc.models.get("tiny_cnn", seed=2), 3e-3)
-    history = kc.models.fit(model, mnist_small, epochs=2, batch_size=64, verbose=0)
+    # 1,280 images (18 steps an epoch): a step costs a replica per logical CPU; learning shows anyway.
+    history = kc.models.fit(model, mnist_small, epochs=2, batch_size=64, verbose=0, max_train=1280)
     assert history.history["loss"][-1] < history.history["loss"][0]
-    assert model.evaluate(mnist_small.x_test, mnist_small.y_test, verbose=0)[1] > 0.8
+    assert model.evaluate(mnist_small.x_test[:500], mnist_small.y_test[:500], verbose=0)[1] > 0.6
 
 
 def test_get_strategy():
@@ -54,19 +62,6 @@ def test_compile_rejects_bad_learning_rate():
         kc.models.compile_classifier(kc.models.get("tiny_cnn"), "0.1")
     with pytest.raises(TypeError, match="dataset must be a kcompress.data.Dataset"):
         kc.models.fit(kc.models.compile_classifier(kc.models.get("tiny_cnn")), np.zeros(3), epochs=1)
-
-
-@pytest.mark.slow
-def test_restore_best_keeps_the_best_validation_epoch(mnist_small):
-    kc.keras.utils.set_random_seed(3)
-    model = kc.models.compile_classifier(kc.models.get("tiny_cnn", seed=3), 3e-3)
-    best = kc.models.RestoreBest("val_accuracy")
-    history = kc.models.fit(model, mnist_small, epochs=3, batch_size=64, verbose=0, callbacks=[best])
-    val = history.history["val_accuracy"]
-    assert best.best == max(val) and best.best_epoch == int(np.argmax(val))
-    n_val = int(len(mnist_small.x_train) * 0.1)
-    x_val, y_val = mnist_small.x_train[-n_val:], mnist_small.y_train[-n_val:]
-    assert model.evaluate(x_val, y_val, verbose=0)[1] == pytest.approx(max(val), abs=1e-6)
 
 
 def test_restore_best_needs_validation(mnist_small):

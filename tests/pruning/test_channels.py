@@ -49,6 +49,7 @@ def test_batchnorm_and_l2_criterion_on_vgg_small():
     assert kc.evaluation.keras_macs(slim) < 0.65 * kc.evaluation.keras_macs(model)
 
 
+@pytest.mark.slow  # ResNet-20: seconds to build, cut and run twice
 def test_residual_inner_convs_alone_keep_the_function():
     model = kc.models.get("resnet20", (32, 32, 3), 10)
     names = [layer.name for layer in model.layers if layer.name.endswith("_a_conv")]
@@ -68,7 +69,7 @@ def test_sequential_model_and_fine_tuning(mnist_small):
     slim = kc.pruning.prune_channels(model, 0.75)
     assert isinstance(slim, keras.Sequential) and slim.layers[1].units == 16
     kc.models.compile_classifier(slim, 3e-3)
-    history = slim.fit(mnist_small.x_train, mnist_small.y_train, epochs=2, batch_size=64, verbose=0)
+    history = slim.fit(mnist_small.x_train[:512], mnist_small.y_train[:512], epochs=2, batch_size=64, verbose=0)
     assert history.history["loss"][-1] < history.history["loss"][0]
 
 

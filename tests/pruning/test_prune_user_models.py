@@ -14,11 +14,13 @@ def pruned_depthwise(mnist_small):
     model = um.depthwise_net(0)
     pruned = kc.pruning.prune(model, kc.pruning.ConstantSparsity(0.6, begin_step=0))
     kc.models.compile_classifier(pruned, 1e-3)
-    pruned.fit(mnist_small.x_train[:512], mnist_small.y_train[:512], epochs=1, batch_size=64, verbose=0,
+    pruned.run_eagerly = True  # the schedule prunes at the first step: two steps, and no train function to trace
+    pruned.fit(mnist_small.x_train[:128], mnist_small.y_train[:128], epochs=1, batch_size=64, verbose=0,
                callbacks=kc.pruning.callbacks())
     return pruned
 
 
+@pytest.mark.slow  # the fixture trains (seconds of tracing), so the fast subset leaves it out
 def test_depthwise_and_separable_kernels_are_pruned(pruned_depthwise):
     wrapped = {layer.layer.name for layer in pruned_depthwise.layers if isinstance(layer, kc.pruning.PruneLowMagnitude)}
     assert wrapped == {"stem_conv", "dw1", "pw1", "sep2", "logits"}
@@ -33,7 +35,8 @@ def test_depthwise_and_separable_kernels_are_pruned(pruned_depthwise):
     assert np.count_nonzero(sep.depthwise_kernel.numpy()) == sep.depthwise_kernel.shape.num_elements()  # said in a log
 
 
-@pytest.mark.parametrize("name", ["pruned.keras", "pruned.h5", pytest.param("pruned_savedmodel", marks=pytest.mark.slow)])
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["pruned.keras", "pruned.h5", "pruned_savedmodel"])
 def test_pruned_depthwise_model_reloads_and_keeps_pruning(pruned_depthwise, mnist_small, tmp_path, name):
     path = tmp_path / name
     pruned_depthwise.save(path)

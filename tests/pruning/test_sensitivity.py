@@ -11,6 +11,9 @@ def report(trained_lenet, mnist_small):
     return kc.pruning.sensitivity(trained_lenet, mnist_small, ratios=(0.25, 0.75), max_samples=400)
 
 
+# The report builds and runs eight cut models (seconds): slow, like the tests below that use it. The fast
+# subset runs sensitivity() through tests/keras3/test_entry_points.py (one group, one ratio).
+@pytest.mark.slow
 def test_every_prunable_group_at_every_ratio(report, trained_lenet, mnist_small):
     groups = {r["group"] for r in report.rows}
     assert groups == {"conv1", "conv2", "fc1", "fc2"}
@@ -28,6 +31,7 @@ def test_every_prunable_group_at_every_ratio(report, trained_lenet, mnist_small)
     assert sorted(report.cheapest(max_drop=1.0)) == sorted(groups)
 
 
+@pytest.mark.slow
 def test_table_and_plot(report, tmp_path):
     text = report.to_markdown()
     assert "| conv2 | conv2 | 16 |" in text and "cut 75%" in text and "not cut: its channels reach" in text
@@ -70,10 +74,12 @@ def test_a_streamed_dataset_gives_the_same_report_without_arrays(trained_lenet, 
     kc.data.save_tfrecord(arrays, tmp_path, shards=2)
     streamed = kc.data.load_tfrecord(tmp_path)  # has no x_train: reading it would raise NotInMemoryError
     for max_samples in (None, 60):  # the tail read again for every cut; its first 60 read once
-        want = kc.pruning.sensitivity(trained_lenet, arrays, ratios=(0.5,), max_samples=max_samples)
-        got = kc.pruning.sensitivity(trained_lenet, streamed, ratios=(0.5,), max_samples=max_samples)
+        # Two groups, a conv and a dense one: each group is one more model to build and run.
+        kwargs = dict(ratios=(0.5,), layers=["conv2", "fc1"], max_samples=max_samples)
+        want = kc.pruning.sensitivity(trained_lenet, arrays, **kwargs)
+        got = kc.pruning.sensitivity(trained_lenet, streamed, **kwargs)
         assert got.samples == want.samples == (max_samples or 100)
-        assert got.baseline == want.baseline and got.rows == want.rows
+        assert got.baseline == want.baseline and got.rows == want.rows and len(got.rows) == 2
     x, y = kc.pruning.validation_split(streamed, max_samples=30)
     np.testing.assert_array_equal(x, arrays.x_train[900:930])
     np.testing.assert_array_equal(y, arrays.y_train[900:930])

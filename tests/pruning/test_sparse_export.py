@@ -18,6 +18,7 @@ def test_sparse_float32_flatbuffer_is_smaller_and_as_accurate(pruned80, mnist_sm
     assert kc.export.describe(sparse).sparse_tensors == 5
 
 
+@pytest.mark.slow
 def test_sparse_int8_runs_on_the_builtin_kernels_and_says_so(pruned80, mnist_small, caplog):
     _, stripped, _ = pruned80
     data = mnist_small.representative(100)

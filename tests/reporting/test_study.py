@@ -1,4 +1,4 @@
-"""The study runner's pieces that need no training: spread over seeds, resume, selection, machine info."""
+"""The study runner: spread over seeds, resume, selection, machine info (no training), and Study.run (slow)."""
 
 import json
 
@@ -76,6 +76,7 @@ def test_select_on_validation_and_seed_parsing():
             study.parse_seeds(bad)
 
 
+@pytest.mark.slow  # trains and exports small models through Study.run (seconds)
 def test_an_entry_continues_from_an_earlier_entry_and_resumes(tmp_path, mnist):
     from kcompress.pipeline import Evaluate, Export, Pipeline, Prune, Train
 
@@ -110,6 +111,7 @@ def test_an_entry_continues_from_an_earlier_entry_and_resumes(tmp_path, mnist):
                      study.Entry("later", "baseline", Pipeline([Export("int8")]))], build, {}, baseline=baseline)
 
 
+@pytest.mark.slow  # trains and exports small models through Study.run (seconds)
 def test_a_worker_writing_elsewhere_resumes_from_the_shared_folder(tmp_path, mnist, monkeypatch):
     # A non-chief worker writes into its own temporary folder but must skip what the chief finished.
     from kcompress.pipeline import Export, Pipeline, Prune, Train
