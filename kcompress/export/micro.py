@@ -15,6 +15,7 @@ from ai_edge_litert import schema_py_generated as schema
 from kcompress.export.c_array import _C_IDENTIFIER, to_c_array
 from kcompress.export.flatbuffer import _OP_NAMES, _TYPES, check_flatbuffer
 from kcompress.export.tflite import write_atomic
+from kcompress.validation import check_bool, check_int
 
 # TFLite builtin op -> the MicroMutableOpResolver method that registers its TFLite Micro kernel.
 TFLM_METHODS = {
@@ -343,10 +344,9 @@ def run_micro(flatbuffer, x, arena_size: int | None = None) -> np.ndarray:
     from kcompress.evaluation.litert import quantize_input
 
     data = check_flatbuffer(flatbuffer)
+    arena_size = check_int("arena_size", arena_size, minimum=_MIN_ARENA, allow_none=True)
     if arena_size is None:
         arena_size = 2 * estimate_arena(data).arena_bytes
-    if isinstance(arena_size, bool) or not isinstance(arena_size, int) or arena_size < _MIN_ARENA:
-        raise ValueError(f"arena_size must be None or an int >= {_MIN_ARENA} (bytes), got {arena_size!r}.")
     try:
         with _quiet_stderr():
             interp = _micro_interpreter(data, arena_size)
@@ -417,8 +417,7 @@ def to_micro(flatbuffer, path_prefix: str | os.PathLike, name: str = "g_model", 
     data = check_flatbuffer(flatbuffer)
     if not isinstance(name, str) or not _C_IDENTIFIER.match(name):
         raise ValueError(f"name must be a C identifier ([A-Za-z_][A-Za-z0-9_]*), got {name!r}.")
-    if not isinstance(strict, bool):
-        raise TypeError(f"strict must be a bool, got {strict!r}.")
+    check_bool("strict", strict)
     model = schema.ModelT.InitFromPackedBuf(data, 0)
     names = _op_names(model)
     used = sorted({names[op.opcodeIndex] for graph in model.subgraphs for op in (graph.operators or [])})

@@ -12,7 +12,7 @@ from absl import logging
 
 from kcompress._keras import check_model, keras, tf
 from kcompress.export.flatbuffer import check_flatbuffer
-from kcompress.validation import check_int
+from kcompress.validation import check_bool, check_int
 
 MODES = ("float32", "dynamic", "int8", "float16", "int16x8")
 _IO_TYPES = {
@@ -300,8 +300,7 @@ def to_tflite(
     if io_type not in _IO_TYPES[mode]:
         raise ValueError(f"io_type for mode={mode!r} must be one of {list(_IO_TYPES[mode])}, got {io_type!r}.")
     for argname, value in (("sparse", sparse), ("per_channel", per_channel), ("slim", slim)):
-        if not isinstance(value, bool):
-            raise TypeError(f"{argname} must be a bool, got {value!r}.")
+        check_bool(argname, value)
     if _has_pruning_wrappers(model):
         raise ValueError(
             "model still holds pruning wrappers; call kcompress.pruning.strip(model) before export "

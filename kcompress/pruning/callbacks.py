@@ -9,6 +9,7 @@ from absl import logging
 
 from kcompress._keras import keras
 from kcompress.pruning.report import _wrappers, sparsity
+from kcompress.validation import check_bool
 
 
 @keras.utils.register_keras_serializable(package="kcompress")
@@ -27,9 +28,7 @@ class SparsityMonitor(keras.callbacks.Callback):
 
     def __init__(self, per_layer: bool = True):
         super().__init__()
-        if not isinstance(per_layer, bool):
-            raise TypeError(f"per_layer must be a bool, got {per_layer!r}.")
-        self.per_layer = per_layer
+        self.per_layer = check_bool("per_layer", per_layer)
         self.warnings: list[str] = []
 
     def on_train_begin(self, logs=None):

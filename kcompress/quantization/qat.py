@@ -11,6 +11,7 @@ from absl import logging
 
 from kcompress import _tfmot
 from kcompress._keras import check_model, keras, tf
+from kcompress.validation import check_bool
 
 _qk = tfmot.quantization.keras
 _default_8bit = _qk.default_8bit
@@ -529,8 +530,7 @@ def unsupported_layers(model, preserve_sparsity: bool = False) -> list[str]:
         >>> unsupported_layers(model)
         ['my_custom_scale']
     """
-    if not isinstance(preserve_sparsity, bool):
-        raise TypeError(f"preserve_sparsity must be True or False, got {preserve_sparsity!r}.")
+    check_bool("preserve_sparsity", preserve_sparsity)
     _, unsupported, _, _ = _apply(check_model(model), None, preserve_sparsity)
     return [layer.name for layer in unsupported]
 

@@ -119,7 +119,7 @@ def test_ops_without_micro_kernels_are_refused(fresh_copy, tmp_path):
 
 @pytest.mark.parametrize("kwargs, error, match", [
     ({"name": "2model"}, ValueError, "name must be a C identifier"),
-    ({"strict": "yes"}, TypeError, "strict must be a bool, got 'yes'"),
+    ({"strict": "yes"}, TypeError, "strict must be True or False, got 'yes'"),
 ])
 def test_bad_arguments(int8_flat, tmp_path, kwargs, error, match):
     with pytest.raises(error, match=match):

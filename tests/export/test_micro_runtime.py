@@ -54,7 +54,7 @@ def test_too_small_an_arena_is_a_clear_error(int8_models, mnist_small):
     flat = int8_models["lenet5"]
     with pytest.raises(ValueError, match=r"cannot run this flatbuffer with arena_size=2048.*measure_arena"):
         kc.export.run_micro(flat, mnist_small.x_test[:2], arena_size=2048)
-    with pytest.raises(ValueError, match=r"arena_size must be None or an int >= 1024"):
+    with pytest.raises(ValueError, match=r"arena_size must be an int >= 1024 or None, got 100"):
         kc.export.run_micro(flat, mnist_small.x_test[:2], arena_size=100)
     with pytest.raises(ValueError, match=r"x must have shape \(n, 28, 28, 1\)"):
         kc.export.run_micro(flat, mnist_small.x_test[:2, :10])

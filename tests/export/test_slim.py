@@ -51,7 +51,7 @@ def test_slim_bad_input(bad, error):
 
 
 def test_to_tflite_flags_are_bools(student):
-    with pytest.raises(TypeError, match="per_channel must be a bool, got 'no'"):
+    with pytest.raises(TypeError, match="per_channel must be True or False, got 'no'"):
         kc.export.to_tflite(student, per_channel="no")
-    with pytest.raises(TypeError, match="slim must be a bool, got 1"):
+    with pytest.raises(TypeError, match="slim must be True or False, got 1"):
         kc.export.to_tflite(student, slim=1)

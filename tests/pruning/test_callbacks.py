@@ -44,7 +44,7 @@ def test_monitor_on_an_unpruned_model_raises(trained_lenet, fresh_copy, mnist_sm
 def test_monitor_config_round_trip_and_bad_args():
     monitor = kc.pruning.SparsityMonitor(per_layer=False)
     assert kc.pruning.SparsityMonitor(**monitor.get_config()).per_layer is False
-    with pytest.raises(TypeError, match="per_layer must be a bool, got 'yes'"):
+    with pytest.raises(TypeError, match="per_layer must be True or False, got 'yes'"):
         kc.pruning.SparsityMonitor(per_layer="yes")
     with pytest.raises(TypeError, match="log_dir must be None or a folder path string"):
         kc.pruning.callbacks(log_dir=3)

@@ -27,6 +27,15 @@ def test_markdown_table():
     assert lines[3] == "| tflite_int8 | 98.81 | 61,706 | 72,000 | 3.47x | 0.0150 | 0.75x |"
 
 
+def test_seed_means_of_counts_show_as_whole_numbers():
+    # A mean over seeds of byte and parameter counts is a float; it is shown as a count, not "4.338e+04".
+    row = {"variant": "prune80_int8_sparse", "n": 3, "accuracy": 0.987, "accuracy_std": 0.001,
+           "size_bytes": 43379.33, "size_bytes_std": 32.3, "nonzero_params": 12345.67, "nonzero_params_std": 0.0,
+           "macs": 416_520.0, "macs_std": 0.0}
+    md = kc.reporting.to_markdown([row], ("variant", "accuracy", "size_bytes", "nonzero_params", "macs"))
+    assert md.strip().splitlines()[2] == "| prune80_int8_sparse | 98.70 ± 0.10 | 43,379 ± 32.3 | 12,346 | 416,520 |"
+
+
 def test_write_results(tmp_path):
     paths = kc.reporting.write_results(tmp_path / "out", RECORDS, {"epochs": 10}, title="T", notes="n")
     payload = json.loads(open(paths["json"]).read())
