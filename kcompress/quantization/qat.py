@@ -220,6 +220,11 @@ class SparsityPreservingWeightsQuantizer(_tfmot.PrunePreserveDefault8BitWeightsQ
         super().__init__()
         _check_fixed_config(self, config)
 
+    # Not converted by AutoGraph: nothing here branches on a tensor, and AutoGraph's rewrite of the
+    # zero-argument super() once called this class's __init__ in place of the parent's __call__
+    # ("tf____init__() takes 1 positional argument but 3 were given", the second QAT of a long
+    # study process on Fashion-MNIST; not reproduced in a short one).
+    @tf.autograph.experimental.do_not_convert
     def __call__(self, inputs, training, weights, **kwargs):
         return super().__call__(inputs, training, {**weights, "sparsity_mask": _masked(inputs)}, **kwargs)
 
@@ -232,6 +237,7 @@ class SparsityPreservingConvWeightsQuantizer(_tfmot.PrunePreserveDefault8BitConv
         super().__init__()
         _check_fixed_config(self, config)
 
+    @tf.autograph.experimental.do_not_convert  # see SparsityPreservingWeightsQuantizer.__call__
     def __call__(self, inputs, training, weights, **kwargs):
         return super().__call__(inputs, training, {**weights, "sparsity_mask": _masked(inputs)}, **kwargs)
 
