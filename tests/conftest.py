@@ -37,25 +37,24 @@ except RuntimeError:  # pragma: no cover - devices already initialised by an ear
     pass
 
 
-# The longest files first (worker-seconds on 2 cores, -n 2: the lead's last suite run, 2026-12-01;
-# the files trimmed since scaled by their measured before/after ratio), so the two xdist workers
+# The longest files first (worker-seconds, from `--durations=0` of the whole suite with -n 2 on a
+# 2-core AVX-512 machine, 2026-12-02: 817 worker-s, 7:25 of wall time), so the two xdist workers
 # (pyproject: --dist loadfile) finish together instead of one waiting on a long file started last.
-# The other files follow in collection order.
+# The other files (each under 21 s there) follow in collection order.
 _LONGEST_FIRST = (
-    "tests/compression/test_compress.py",  # 184 s
-    "tests/distributed/test_multiworker.py",  # 183 s
-    "tests/notebooks/test_notebooks.py",  # 147 s
-    "tests/experiments/test_compare_experiment.py",  # 129 s
-    "tests/experiments/test_prune_experiment.py",  # 104 s
-    "tests/experiments/test_quantize_experiment.py",  # 96 s
-    "tests/quantization/test_qat_sparsity.py",  # 92 s
-    "tests/experiments/test_deep_compression_experiment.py",  # 81 s
-    "tests/data/test_streaming.py",  # 74 s
-    "tests/pipeline/test_pipeline.py",  # 70 s
-    "tests/experiments/test_distill_experiment.py",  # 64 s
-    "tests/quantization/test_qat.py",  # 62 s
-    "tests/experiments/test_baseline_experiment.py",  # 56 s
-    "tests/experiments/test_compress_experiment.py",  # 44 s
+    "tests/compression/test_compress.py",  # 121 s
+    "tests/distributed/test_multiworker.py",  # 101 s
+    "tests/notebooks/test_notebooks.py",  # 55 s
+    "tests/data/test_streaming.py",  # 47 s
+    "tests/experiments/test_compare_experiment.py",  # 46 s
+    "tests/pipeline/test_pipeline.py",  # 33 s
+    "tests/experiments/test_prune_experiment.py",  # 28 s
+    "tests/experiments/test_deep_compression_experiment.py",  # 27 s
+    "tests/experiments/test_distill_experiment.py",  # 26 s
+    "tests/experiments/test_compress_experiment.py",  # 26 s
+    "tests/quantization/test_qat.py",  # 25 s
+    "tests/experiments/test_quantize_experiment.py",  # 21 s
+    "tests/quantization/test_qat_sparsity.py",  # 20 s
 )
 
 
