@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 
 import numpy as np
 import tensorflow_model_optimization as tfmot
@@ -10,6 +10,7 @@ from absl import logging
 
 from kcompress import _tfmot
 from kcompress._keras import check_model, keras
+from kcompress.validation import resolve_layers
 
 _TFMOT = tfmot.clustering.keras
 INITS = {
@@ -85,8 +86,9 @@ def cluster(model, clusters=16, preserve_sparsity=None, layers=None, init: str =
             ``{layer_name: int}`` naming the layers to cluster.
         preserve_sparsity: keep zero weights at zero (for pruned models). None:
             True when at least 10% of the chosen kernels are zeros.
-        layers: names of the layers to cluster; None for every clusterable layer
-            (Dense, Conv, ...). Not with a ``clusters`` dict.
+        layers: the layers to cluster: a name, a layer class (every clusterable layer of that
+            type) or a list of them; None for every clusterable layer (Dense, Conv, ...).
+            Not with a ``clusters`` dict.
         init: centroid initialization, one of :data:`INITS`.
 
     Returns:
@@ -111,7 +113,6 @@ def cluster(model, clusters=16, preserve_sparsity=None, layers=None, init: str =
         raise ValueError(f"init must be one of {sorted(INITS)}, got {init!r}.")
     if preserve_sparsity is not None and not isinstance(preserve_sparsity, bool):
         raise TypeError(f"preserve_sparsity must be None, True or False, got {preserve_sparsity!r}.")
-    by_name = {layer.name: layer for layer in model.layers}
     if isinstance(clusters, Mapping):
         if layers is not None:
             raise ValueError("Pass layers or a clusters dict naming the layers, not both.")
@@ -120,20 +121,9 @@ def cluster(model, clusters=16, preserve_sparsity=None, layers=None, init: str =
     else:
         default = _check_clusters(clusters)
         per_layer = None
-    if layers is None:
-        names = [layer.name for layer in model.layers if _clusterable(layer)]
-    else:
-        if isinstance(layers, str) or not isinstance(layers, Iterable):
-            layers = [layers]
-        names = []
-        for item in layers:
-            if not isinstance(item, str):
-                raise TypeError(f"layers must hold layer names (str), got {item!r}.")
-            if item not in by_name:
-                raise ValueError(f"layers names {item!r}, which is not a layer of the model; its layers are {sorted(by_name)}.")
-            if not _clusterable(by_name[item]):
-                raise ValueError(f"layers names {item!r}, a {type(by_name[item]).__name__}, which TFMOT cannot cluster.")
-            names.append(item)
+    chosen, _ = resolve_layers(model, layers, accept=_clusterable,
+                               what="layers TFMOT can cluster")
+    names = [layer.name for layer in chosen]
     if not names:
         raise ValueError(f"model {model.name!r} has no clusterable layer.")
     per_layer = per_layer or {name: default for name in names}

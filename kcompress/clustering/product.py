@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import warnings
-from collections.abc import Iterable
 
 import numpy as np
 import scipy.cluster.vq
@@ -13,6 +12,7 @@ from absl import logging
 
 from kcompress._keras import check_model, keras
 from kcompress.evaluation.entropy import huffman_bits
+from kcompress.validation import resolve_layers
 
 MAX_CODEBOOK = 256
 
@@ -179,7 +179,8 @@ def product_quantize(model, subvector: int = 4, codebook_size: int = 256, layers
         subvector: sub-vector length ``d`` >= 1 (at most each layer's fan-in).
         codebook_size: code-words per layer, in [2, 256] (8-bit codes); a layer with
             fewer distinct sub-vectors gets that many.
-        layers: names of the Dense/Conv2D layers to quantize; None for all.
+        layers: the Dense/Conv2D layers to quantize: a name, a layer class or a list of them;
+            None for all.
         iterations: k-means iterations.
         seed: k-means++ seed.
 
@@ -205,19 +206,9 @@ def product_quantize(model, subvector: int = 4, codebook_size: int = 256, layers
             extra = " (codes are 8-bit)" if argname == "codebook_size" else ""
             raise ValueError(f"{argname} must be {allowed}{extra}, got {value!r}.")
     candidates = {layer.name: layer for layer in _candidates(model)}
-    if layers is None:
-        chosen = list(candidates)
-    else:
-        if isinstance(layers, str) or not isinstance(layers, Iterable):
-            layers = [layers]
-        chosen = []
-        for item in layers:
-            if not isinstance(item, str):
-                raise TypeError(f"layers must hold layer names (str), got {item!r}.")
-            if item not in candidates:
-                raise ValueError(f"layers names {item!r}, which is not a Dense/Conv2D layer of the model; "
-                                 f"those are {sorted(candidates)}.")
-            chosen.append(item)
+    picked, _ = resolve_layers(model, layers, accept=lambda layer: layer.name in candidates,
+                               what="built Dense and Conv2D layers")
+    chosen = [layer.name for layer in picked]
     if not chosen:
         raise ValueError(f"model {model.name!r} has no Dense or Conv2D layer to quantize.")
     copy = keras.models.clone_model(model)

@@ -87,7 +87,7 @@ class TestBadInputs:
     def test_layers_and_options(self, trained_lenet):
         with pytest.raises(ValueError, match="'nope', which is not a layer"):
             kcc.cluster(trained_lenet, layers=["nope"])
-        with pytest.raises(ValueError, match="'pool1'.*cannot cluster"):
+        with pytest.raises(ValueError, match="layers names 'pool1', a MaxPooling2D; this takes layers TFMOT can cluster only"):
             kcc.cluster(trained_lenet, layers=["pool1"])
         with pytest.raises(ValueError, match="init must be one of"):
             kcc.cluster(trained_lenet, init="best")
@@ -95,6 +95,8 @@ class TestBadInputs:
             kcc.cluster(trained_lenet, preserve_sparsity="yes")
         with pytest.raises(ValueError, match="holds no clustering wrappers"):
             kcc.strip(trained_lenet)
+        by_class = kcc.cluster(trained_lenet, clusters=4, layers=kc.keras.layers.Conv2D)  # the shared resolver
+        assert sorted(layer.layer.name for layer in by_class.layers if isinstance(layer, keras.layers.Wrapper)) == ["conv1", "conv2"]
         clustered = kcc.cluster(trained_lenet, clusters=4, layers=["fc2"])
         with pytest.raises(ValueError, match="already holds clustering wrappers"):
             kcc.cluster(clustered)

@@ -78,7 +78,11 @@ class TestBadInputs:
             kcc.product_quantize(trained_lenet, subvector=200)
         with pytest.raises(TypeError, match="codebook_size must be an int"):
             kcc.product_quantize(trained_lenet, codebook_size=16.0)
-        with pytest.raises(ValueError, match="'pool1'"):
+        with pytest.raises(ValueError, match="layers names 'pool1', a MaxPooling2D; this takes built Dense and Conv2D layers only"):
             kcc.product_quantize(trained_lenet, layers=["pool1"])
+        with pytest.raises(TypeError, match="layers must hold layer names .* or layer classes, got 3"):
+            kcc.product_quantize(trained_lenet, layers=[3])
+        # The shared resolver: a layer class stands for every layer of that type.
+        assert list(kcc.product_quantize(trained_lenet, codebook_size=4, iterations=2, layers=kc.keras.layers.Conv2D).layers) == ["conv1", "conv2"]
         with pytest.raises(TypeError, match="ProductQuantized"):
             kcc.decode(trained_lenet)
