@@ -115,30 +115,57 @@ def check_choice(name: str, value, choices):
     return value
 
 
-def resolve_layers(model, layers, accept=None, what: str = "", argname: str = "layers"):
-    """The layers of ``model`` that ``layers`` names, in model order.
+def _walk(model, nested: bool):
+    for layer in model.layers:
+        yield layer
+        if nested and isinstance(getattr(layer, "layers", None), list) and hasattr(layer, "inputs"):
+            yield from _walk(layer, nested)  # a model inside the model
+
+
+def _is_layer_class(item) -> bool:
+    return isinstance(item, type) and all(hasattr(item, a) for a in ("call", "build", "get_config"))
+
+
+def resolve_layers(model, layers, accept=None, what: str = "", argname: str = "layers", nested: bool = False):
+    """The layers of ``model`` that ``layers`` names, in model order: the one resolver of ``layers=``.
 
     Args:
-        model: a Keras model (its top-level ``layers``).
-        layers: ``None`` (every layer ``accept`` takes), a layer name, a layer class, or a list
-            of names and classes (a class stands for every layer of that type).
+        model: a Keras model.
+        layers: ``None`` (every layer ``accept`` takes), or one item or a list of items, each a
+            layer name, a layer class (every layer of that type ``accept`` takes) or one of the
+            model's own layer objects.
         accept: ``fn(layer) -> bool``, the layers this caller can work on; ``None`` takes all.
         what: what ``accept`` takes, for the error message (e.g. ``"Dense and Conv2D layers"``).
         argname: the argument's name in messages.
+        nested: also look inside models nested in ``model`` (a Sequential block in a Functional).
 
     Returns:
         ``(chosen layers, explicit)``: ``explicit`` is False when ``layers`` was ``None``.
 
     Raises:
-        TypeError: an item that is neither a name nor a layer class.
-        ValueError: a name that is not a layer of the model, a named layer ``accept`` refuses, or
-            a class with no (acceptable) layer in the model.
+        TypeError: an item that is neither a name, a layer class nor a layer.
+        ValueError: an empty list, a name or layer that is not in the model, one that ``accept``
+            refuses, or a class with no (acceptable) layer in the model.
     """
     accept = accept or (lambda layer: True)
-    by_name = {layer.name: layer for layer in model.layers}
+    every = list(_walk(model, nested))
+    by_name = {}
+    for layer in every:
+        by_name.setdefault(layer.name, layer)
     if layers is None:
-        return [layer for layer in model.layers if accept(layer)], False
-    items = [layers] if isinstance(layers, (str, type)) or not isinstance(layers, Iterable) else list(layers)
+        return [layer for layer in every if accept(layer)], False
+    single = isinstance(layers, (str, type)) or any(layers is layer for layer in every) or not isinstance(layers, Iterable)
+    items = [layers] if single else list(layers)
+    if not items:
+        raise ValueError(f"{argname} must name at least one layer, got {layers!r}; the model's layers are "
+                         f"{sorted(by_name)}.")
+    good = sorted(layer.name for layer in every if accept(layer))
+    shown = good if len(good) <= 20 else good[:20] + ["..."]
+
+    def refuse(layer, said):
+        raise ValueError(f"{argname} names {said}, a {type(layer).__name__}; this takes {what or 'other layers'} only "
+                         f"(here: {shown}).")
+
     picked = set()
     for item in items:
         if isinstance(item, str):
@@ -146,18 +173,27 @@ def resolve_layers(model, layers, accept=None, what: str = "", argname: str = "l
                 raise ValueError(f"{argname} names {item!r}, which is not a layer of the model; its layers are "
                                  f"{sorted(by_name)}.")
             if not accept(by_name[item]):
-                raise ValueError(f"{argname} names {item!r}, a {type(by_name[item]).__name__}"
-                                 f"{'; this takes ' + what + ' only' if what else ', which this cannot work on'}.")
-            picked.add(item)
+                refuse(by_name[item], repr(item))
+            picked.add(id(by_name[item]))
         elif isinstance(item, type):
-            found = [layer.name for layer in model.layers if isinstance(layer, item) and accept(layer)]
+            if not _is_layer_class(item):
+                raise TypeError(f"{argname} must hold layer names (str), the model's layers or layer classes, "
+                                f"got the class {item.__name__}.")
+            found = [id(layer) for layer in every if isinstance(layer, item) and accept(layer)]
             if not found:
                 raise ValueError(f"{argname} names the class {item.__name__}, but the model has no "
                                  f"{'such layer' if not what else item.__name__ + ' among its ' + what}.")
             picked.update(found)
+        elif any(item is layer for layer in every):
+            if not accept(item):
+                refuse(item, f"the layer {item.name!r}")
+            picked.add(id(item))
+        elif hasattr(item, "name") and hasattr(item, "call"):
+            raise ValueError(f"{argname} holds the layer {item.name!r}, which is not a layer of model {model.name!r} "
+                             f"(another model's, or a copy); pass its name.")
         else:
-            raise TypeError(f"{argname} must hold layer names (str) or layer classes, got {item!r}.")
-    return [layer for layer in model.layers if layer.name in picked], True
+            raise TypeError(f"{argname} must hold layer names (str), the model's layers or layer classes, got {item!r}.")
+    return [layer for layer in every if id(layer) in picked], True
 
 
 def check_instance(name: str, value, types, allowed: str, allow_none: bool = False):

@@ -94,6 +94,32 @@ def test_resolve_layers_names_classes_and_errors():
         v.resolve_layers(model, kc.keras.layers.BatchNormalization)
     with pytest.raises(TypeError, match="layers must hold layer names .* or layer classes, got 3"):
         v.resolve_layers(model, [3])
+    with pytest.raises(ValueError, match=r"layers names 'pool1', a MaxPooling2D; this takes Dense layers only "
+                                         r"\(here: \['fc1', 'fc2', 'logits'\]\)"):
+        v.resolve_layers(model, ["pool1"], accept=lambda layer: isinstance(layer, dense), what="Dense layers")
+
+
+def test_resolve_layers_takes_the_models_own_layers_nested_models_and_refuses_the_rest():
+    model = kc.models.get("lenet5")
+    chosen, _ = v.resolve_layers(model, [model.get_layer("fc2"), "fc1", model.get_layer("fc2")])
+    assert [layer.name for layer in chosen] == ["fc1", "fc2"]  # model order, each once
+    assert v.resolve_layers(model, model.get_layer("conv1"))[0] == [model.get_layer("conv1")]  # one layer object
+    other = kc.models.get("lenet5")
+    with pytest.raises(ValueError, match=r"layers holds the layer 'fc1', which is not a layer of model 'lenet5' "
+                                         r"\(another model's, or a copy\); pass its name"):
+        v.resolve_layers(model, [other.get_layer("fc1")])
+    with pytest.raises(ValueError, match=r"layers must name at least one layer, got \[\]; the model's layers are \["):
+        v.resolve_layers(model, [])
+    with pytest.raises(TypeError, match="layers must hold layer names .* got the class int"):
+        v.resolve_layers(model, int)
+    keras = kc.keras
+    block = keras.Sequential([keras.layers.Dense(8, name="inner")], name="block")
+    inputs = keras.Input((4,))
+    outer = keras.Model(inputs, keras.layers.Dense(2, name="out")(block(inputs)))
+    with pytest.raises(ValueError, match="layers names 'inner', which is not a layer of the model"):
+        v.resolve_layers(outer, "inner")  # top-level layers unless nested=True
+    chosen, _ = v.resolve_layers(outer, [keras.layers.Dense], nested=True)
+    assert [layer.name for layer in chosen] == ["inner", "out"]
 
 
 def test_low_rank_resolves_layers_by_class_and_refuses_what_it_cannot_split():

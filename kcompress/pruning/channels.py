@@ -30,7 +30,7 @@ from absl import logging
 from kcompress._keras import keras
 from kcompress.pruning.prune import _check_graph_model
 from kcompress.pruning.wrapper import is_pruning_wrapper
-from kcompress.validation import check_fraction, check_int
+from kcompress.validation import check_fraction, check_int, resolve_layers
 
 L = keras.layers
 CRITERIA = ("l1", "l2")
@@ -394,7 +394,8 @@ def prune_channels(model, ratio: float | dict | None = None, criterion: str = "l
             those layers (any producer of a group names it), each by its own ratio.
         criterion: ``"l1"`` or ``"l2"`` norm of each filter's weights (summed over a
             group's producers, each normalised by its mean).
-        layers: optional names of the layers whose groups are cut (default: every prunable group).
+        layers: the layers whose groups are cut (a name, class, layer or list of them, as
+            :func:`kcompress.validation.resolve_layers` takes; default: every prunable group).
         channels: instead of ``ratio``, ``{layer_name: n}``: how many channels each named
             group keeps (1 <= n <= its width).
 
@@ -433,19 +434,12 @@ def prune_channels(model, ratio: float | dict | None = None, criterion: str = "l
     graph = _Graph(model)
     groups = graph.groups()
     by_layer = {p: g for g in groups for p in g.producers}
-    names = [layer.name for layer in model.layers]
     chosen: dict[str, tuple[ChannelGroup, str]] = {}
     if layers is not None:
-        layers = [layers] if isinstance(layers, str) else list(layers)
-        for item in layers:
-            if item not in names:
-                raise ValueError(f"layers names {item!r}, which is not in the model; its layers are {names}.")
-            if item not in by_layer:
-                layer = model.get_layer(item)
-                raise ValueError(
-                    f"layers names {item!r}, a {type(layer).__name__}; only the filters / units of Conv, "
-                    "SeparableConv, Conv2DTranspose and Dense layers can be removed."
-                )
+        named, _ = resolve_layers(model, layers, accept=lambda layer: layer.name in by_layer,
+                                  what="Conv, SeparableConv, Conv2DTranspose and Dense layers (whose filters / units "
+                                       "can be removed)")
+        for item in (layer.name for layer in named):
             group = by_layer[item]
             if not group.prunable:
                 raise ValueError(f"layer {item!r} cannot be channel-pruned: {group.reason}.")

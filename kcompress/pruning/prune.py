@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 import numpy as np
 import tensorflow_model_optimization as tfmot
 from absl import logging
@@ -11,6 +9,7 @@ from absl import logging
 from kcompress import _tfmot
 from kcompress._keras import check_model, keras
 from kcompress.pruning.wrapper import DEPTHWISE_KERNELS, PruneLowMagnitude, is_pruning_wrapper
+from kcompress.validation import resolve_layers
 
 _TFMOT_SCHEDULE = tfmot.sparsity.keras.PruningSchedule
 
@@ -64,35 +63,12 @@ def _selector(model, layers):
                                 layer.name, type(layer).__name__)
             return False
         return choose
-    if isinstance(layers, (str, type)) or not isinstance(layers, Iterable):
-        layers = [layers]
-    layers = list(layers)
-    names = {layer.name: layer for layer in _all_layers(model)}
-    types = tuple(x for x in layers if isinstance(x, type))
-    wanted = set()
-    for item in layers:
-        if isinstance(item, type):
-            if not issubclass(item, keras.layers.Layer):
-                raise TypeError(f"layers may hold layer names or tf_keras layer classes, got the class {item.__name__}.")
-            continue
-        if not isinstance(item, str):
-            raise TypeError(f"layers may hold layer names or tf_keras layer classes, got {item!r}.")
-        if item not in names:
-            raise ValueError(f"layers names {item!r}, which is not in the model; its layers are {sorted(names)}.")
-        if not prunable_weight_names(names[item]):
-            raise ValueError(
-                f"layers names {item!r}, a {type(names[item]).__name__}, which cannot be pruned; prunable layers "
-                f"here: {sorted(n for n, lyr in names.items() if prunable_weight_names(lyr))}. A custom layer can "
-                "implement tfmot.sparsity.keras.PrunableLayer."
-            )
-        wanted.add(item)
-    for t in types:
-        matches = [n for n, lyr in names.items() if isinstance(lyr, t)]
-        if not any(prunable_weight_names(names[n]) for n in matches):
-            raise ValueError(f"layers names the type {t.__name__}, but the model has no prunable layer of that type.")
+    chosen, _ = resolve_layers(model, layers, accept=lambda layer: bool(prunable_weight_names(layer)), nested=True,
+                               what="prunable layers (a custom layer can implement tfmot.sparsity.keras.PrunableLayer)")
+    wanted = {layer.name for layer in chosen}
 
     def choose(layer):
-        return prunable_weight_names(layer) and (layer.name in wanted or isinstance(layer, types))
+        return layer.name in wanted
 
     return choose
 
@@ -107,8 +83,9 @@ def prune(model, schedule, layers=None, block_size=(1, 1), m_by_n=None):
     Args:
         model: a Sequential or Functional tf_keras or Keras 3 model (nested models are pruned too).
         schedule: a ``ConstantSparsity`` / ``PolynomialDecay`` (kcompress's or TFMOT's).
-        layers: None for every prunable layer (Conv, Dense, ...), or layer names
-            and/or layer classes to prune; the others stay dense.
+        layers: None for every prunable layer (Conv, Dense, ...), or the layers to prune as a
+            name, a layer class, a layer of the model or a list of them, nested sub-models'
+            layers included (:func:`kcompress.validation.resolve_layers`); the others stay dense.
         block_size: ``(rows, cols)`` blocks pruned together (block sparsity), e.g. ``(1, 4)``.
         m_by_n: e.g. ``(2, 4)``: keep at most 2 nonzeros in every 4 consecutive weights
             along the input channels (structured sparsity; the schedule's target is ignored).

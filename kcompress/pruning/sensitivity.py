@@ -11,7 +11,7 @@ from absl import logging
 from kcompress._keras import check_model
 from kcompress.data import Dataset
 from kcompress.pruning.channels import channel_groups, prune_channels
-from kcompress.validation import check_fraction, check_int
+from kcompress.validation import check_fraction, check_int, resolve_layers
 
 
 def validation_split(dataset: Dataset, fraction: float = 0.1, max_samples: int | None = None):
@@ -138,7 +138,8 @@ def sensitivity(model, dataset: Dataset, ratios=(0.25, 0.5, 0.75), layers=None, 
             model runs on this process, so each worker of a multi-worker strategy computes the
             same report by itself.
         ratios: fractions of each group's channels to remove, each in (0, 1).
-        layers: optional layer names whose groups are analysed (default: every prunable group).
+        layers: the layers whose groups are analysed (a name, class, layer or list of them, as
+            :func:`kcompress.validation.resolve_layers` takes; default: every prunable group).
         max_samples: validation images to score on, from the start of the tail (None: all).
         criterion: ``"l1"`` or ``"l2"``, as in :func:`prune_channels`.
 
@@ -175,13 +176,10 @@ def sensitivity(model, dataset: Dataset, ratios=(0.25, 0.5, 0.75), layers=None, 
             return _correct(m, [(x, y)])
     groups = channel_groups(model)
     if layers is not None:
-        layers = [layers] if isinstance(layers, str) else list(layers)
         wanted = {p: g for g in groups for p in g.producers}
-        for name in layers:
-            if name not in wanted:
-                raise ValueError(f"layers names {name!r}, which produces no channel group; groups are "
-                                 f"{[g.name for g in groups]}.")
-        names = {wanted[n].name for n in layers}
+        named, _ = resolve_layers(model, layers, accept=lambda layer: layer.name in wanted, nested=True,
+                                  what="layers that produce a channel group (Conv, Dense, ...)")
+        names = {wanted[layer.name].name for layer in named}
         groups = [g for g in groups if g.name in names]
     baseline, n = score(model)
     params = model.count_params()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterable
 
 import numpy as np
 import tensorflow_model_optimization as tfmot
@@ -11,7 +10,7 @@ from absl import logging
 
 from kcompress import _tfmot
 from kcompress._keras import check_model, keras, tf
-from kcompress.validation import check_bool
+from kcompress.validation import check_bool, resolve_layers
 
 _qk = tfmot.quantization.keras
 _default_8bit = _qk.default_8bit
@@ -415,31 +414,9 @@ def _is_graph_model(model) -> bool:
 
 
 def _resolve_layers(model, layers) -> list[str]:
-    names = [layer.name for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
-    if layers is None:
-        return names
-    if isinstance(layers, (str, keras.layers.Layer)) or not isinstance(layers, Iterable):
-        raise TypeError(
-            f"layers must be None or a list of layer names or layers of the model, got {layers!r}; "
-            f"e.g. layers={names[:2]!r}."
-        )
-    chosen = []
-    for item in layers:
-        if isinstance(item, keras.layers.Layer):
-            if not any(item is layer for layer in model.layers):
-                raise ValueError(f"layers contains the layer {item.name!r}, which is not a layer of model {model.name!r}.")
-            item = item.name
-        if not isinstance(item, str):
-            raise TypeError(f"layers must hold layer names (str) or layers, got {item!r} of type {type(item).__name__}.")
-        if item not in names:
-            raise ValueError(
-                f"layers contains {item!r}, which is not a layer of model {model.name!r}; its layers are {names}."
-            )
-        if item not in chosen:
-            chosen.append(item)
-    if not chosen:
-        raise ValueError(f"layers must name at least one layer to quantize, got {list(layers)!r}; its layers are {names}.")
-    return chosen
+    chosen, _ = resolve_layers(model, layers, accept=lambda layer: not isinstance(layer, keras.layers.InputLayer),
+                               what="the model's layers other than its inputs")
+    return [layer.name for layer in chosen]
 
 
 def _custom_objects(model) -> dict:
@@ -569,8 +546,9 @@ def quantize_aware(model, layers=None, preserve_sparsity: bool | None = None):
     Args:
         model: a Functional or Sequential tf_keras or Keras 3 model (a pruned one after
             ``kcompress.pruning.strip``).
-        layers: ``None`` to quantize every layer, or names (or layer objects) of the
-            layers to quantize; the others stay in float.
+        layers: ``None`` to quantize every layer, or the layers to quantize as a name, a layer
+            class, one of the model's layers or a list of them (as everywhere in kcompress:
+            :func:`kcompress.validation.resolve_layers`); the others stay in float.
         preserve_sparsity: keep the zeros of the convolution and Dense kernels. ``None`` (default)
             turns it on when the kernels are at least half zeros (see :func:`kernel_sparsity`).
 

@@ -89,9 +89,10 @@ class TestBadInput:
             kc.pruning.prune_channels(trained_lenet, 0.5, layers=["logits"])
 
     def test_unknown_and_unsupported_layers(self, trained_lenet):
-        with pytest.raises(ValueError, match="layers names 'conv9', which is not in the model"):
+        with pytest.raises(ValueError, match="layers names 'conv9', which is not a layer of the model"):
             kc.pruning.prune_channels(trained_lenet, 0.5, layers=["conv9"])
-        with pytest.raises(ValueError, match="layers names 'pool1', a MaxPooling2D; only the filters / units of Conv"):
+        with pytest.raises(ValueError, match=r"layers names 'pool1', a MaxPooling2D; this takes Conv, SeparableConv, Conv2DTranspose and Dense layers \(whose "
+                                                r"filters / units can be removed\) only \(here: \['conv1', 'conv2', 'fc1', 'fc2', 'logits'\]\)"):
             kc.pruning.prune_channels(trained_lenet, 0.5, layers=["pool1"])
 
     def test_wrapped_model(self, wrapped):

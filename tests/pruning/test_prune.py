@@ -113,11 +113,12 @@ def test_pruning_under_mirrored_strategy(trained_lenet, mnist_small, mirrored):
 
 class TestBadInput:
     def test_unknown_layer_name(self, trained_lenet):
-        with pytest.raises(ValueError, match=r"layers names 'fc9', which is not in the model; its layers are \["):
+        with pytest.raises(ValueError, match=r"layers names 'fc9', which is not a layer of the model; its layers are \["):
             kc.pruning.prune(trained_lenet, kc.pruning.ConstantSparsity(0.5), layers=["fc9"])
 
     def test_unsupported_layer(self, trained_lenet):
-        with pytest.raises(ValueError, match=r"layers names 'pool1', a MaxPooling2D, which cannot be pruned"):
+        with pytest.raises(ValueError, match=r"layers names 'pool1', a MaxPooling2D; this takes prunable layers \(a custom layer can implement "
+                                              r"tfmot.sparsity.keras.PrunableLayer\) only \(here: \['conv1', 'conv2', 'fc1'"):
             kc.pruning.prune(trained_lenet, kc.pruning.ConstantSparsity(0.5), layers=["pool1"])
 
     def test_subclassed_model(self):

@@ -48,7 +48,7 @@ def test_validation_split_is_the_one_keras_holds_out(mnist_small):
     ({"ratios": 0.5}, TypeError, "ratios must be a sequence"),
     ({"ratios": ()}, ValueError, "ratios must hold at least one"),
     ({"ratios": (0.5, 1.0)}, ValueError, r"ratios must hold fractions in \(0, 1\), got 1.0"),
-    ({"layers": ["pool1"]}, ValueError, "layers names 'pool1', which produces no channel group"),
+    ({"layers": ["pool1"]}, ValueError, "layers names 'pool1', a MaxPooling2D; this takes layers that produce a channel group"),
     ({"max_samples": 0}, ValueError, "max_samples must be an int >= 1 or None, got 0"),
     ({"max_samples": "100"}, TypeError, "max_samples must be an int >= 1 or None, got '100'"),
     ({"max_samples": 1.5}, TypeError, "max_samples must be an int >= 1 or None, got 1.5"),
