@@ -10,6 +10,7 @@ from absl import logging
 
 from kcompress import _tfmot
 from kcompress._keras import check_model, keras
+from kcompress.pruning.report import PRUNED_FRACTION
 from kcompress.validation import resolve_layers
 
 _TFMOT = tfmot.clustering.keras
@@ -20,9 +21,6 @@ INITS = {
     "random": _TFMOT.CentroidInitialization.RANDOM,
 }
 MAX_CLUSTERS = 256
-# A model counts as pruned (so preserve_sparsity=None keeps its zeros) when at least
-# this fraction of its clusterable kernels is exactly zero.
-PRUNED_FRACTION = 0.1
 
 
 def _copy(model):

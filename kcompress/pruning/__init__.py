@@ -10,12 +10,13 @@ Example:
 from kcompress.pruning.callbacks import SparsityMonitor, callbacks
 from kcompress.pruning.channels import ChannelGroup, channel_groups, prune_channels
 from kcompress.pruning.prune import is_pruned, prunable_kernels, prune, strip
-from kcompress.pruning.report import LayerSparsity, SparsityReport, sparsity
+from kcompress.pruning.report import PRUNED_FRACTION, LayerSparsity, SparsityReport, sparsity
 from kcompress.pruning.schedules import ConstantSparsity, PolynomialDecay, steps_per_epoch
 from kcompress.pruning.sensitivity import SensitivityReport, sensitivity, validation_split
 from kcompress.pruning.wrapper import PruneLowMagnitude
 
 __all__ = [
+    "PRUNED_FRACTION",
     "ChannelGroup",
     "ConstantSparsity",
     "LayerSparsity",

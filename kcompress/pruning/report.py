@@ -10,6 +10,12 @@ from kcompress._keras import check_model
 from kcompress.pruning.prune import _all_layers, prunable_kernels
 from kcompress.pruning.wrapper import is_pruning_wrapper
 
+# The one rule for "these kernels were pruned": at least this fraction of them is exactly zero.
+# Trained dense kernels hold next to no exact zeros (a float32 weight lands on 0.0 by chance
+# about never), so any sizeable fraction comes from pruning; 10% catches a light prune too.
+# quantize_aware and cluster keep the zeros of such kernels when preserve_sparsity=None.
+PRUNED_FRACTION = 0.1
+
 
 def _wrappers(model):
     return [layer for layer in _all_layers(model) if is_pruning_wrapper(layer)]

@@ -10,14 +10,16 @@ from absl import logging
 
 from kcompress import _tfmot
 from kcompress._keras import check_model, keras, tf
+from kcompress.pruning.report import PRUNED_FRACTION
 from kcompress.validation import check_bool, resolve_layers
 
 _qk = tfmot.quantization.keras
 _default_8bit = _qk.default_8bit
 _prune_preserve = tfmot.experimental.combine
 
-# Mostly zeros: at or above this fraction of zero kernel weights QAT preserves sparsity by default.
-SPARSE_THRESHOLD = 0.5
+# At or above this fraction of zero kernel weights QAT preserves sparsity by default: the one
+# "was pruned" rule of kcompress (kcompress.pruning.PRUNED_FRACTION, which clustering uses too).
+SPARSE_THRESHOLD = PRUNED_FRACTION
 # Layers whose kernels the prune-preserving scheme keeps at zero (a SeparableConv2D becomes a
 # DepthwiseConv2D and a 1x1 Conv2D in QAT, so both of its kernels are kept too).
 _KERNELS = {
@@ -550,7 +552,8 @@ def quantize_aware(model, layers=None, preserve_sparsity: bool | None = None):
             class, one of the model's layers or a list of them (as everywhere in kcompress:
             :func:`kcompress.validation.resolve_layers`); the others stay in float.
         preserve_sparsity: keep the zeros of the convolution and Dense kernels. ``None`` (default)
-            turns it on when the kernels are at least half zeros (see :func:`kernel_sparsity`).
+            turns it on when at least ``kcompress.pruning.PRUNED_FRACTION`` (10%) of the kernels are
+            zeros (see :func:`kernel_sparsity`).
 
     Returns:
         A new, uncompiled tf_keras model with quantize wrappers.

@@ -143,6 +143,21 @@ class TestPreserveSparsity:
         flat = kc.export.to_tflite(qat, "int8", verbose=False)
         assert weight_zero_fraction(flat) < 0.6, weight_zero_fraction(flat)
 
+    @pytest.mark.parametrize("zeros, preserved", [(0.05, False), (0.3, True)])
+    def test_one_pruned_rule_for_qat_and_clustering(self, fresh_copy, zeros, preserved):
+        # kcompress.pruning.PRUNED_FRACTION (10% of the kernels exactly zero) decides for both.
+        model = fresh_copy()
+        for layer in model.layers:
+            if getattr(layer, "kernel", None) is not None:
+                k = layer.kernel.numpy()
+                k[np.abs(k) <= np.quantile(np.abs(k), zeros)] = 0.0
+                layer.kernel.assign(k)
+        assert (kc.quantization.kernel_sparsity(model) >= kc.pruning.PRUNED_FRACTION) == preserved
+        config = kc.quantization.quantize_aware(model).get_layer("quant_fc1").quantize_config
+        assert isinstance(config.weight_quantizer, qat_module.SparsityPreservingWeightsQuantizer) == preserved
+        clustered = kc.clustering.cluster(model, clusters=8, layers=["fc1"])
+        assert clustered.get_layer("cluster_fc1").preserve_sparsity == preserved
+
     def test_dense_model_gets_plain_qat_by_default(self, fresh_copy):
         qat = kc.quantization.quantize_aware(fresh_copy())
         config = qat.get_layer("quant_fc1").quantize_config
