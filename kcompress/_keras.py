@@ -18,7 +18,7 @@ import tensorflow as tf  # noqa: E402
 import tf_keras as keras  # noqa: E402
 from absl import logging  # noqa: E402
 
-__all__ = ["tf", "keras", "check_model", "is_keras3_model"]
+__all__ = ["tf", "keras", "all_layers", "check_model", "copy_model", "is_keras3_model", "leaf_layers"]
 
 
 def is_keras3_model(obj) -> bool:
@@ -95,3 +95,27 @@ def check_model(model, argname: str = "model", in_place: str | None = None):
 def _is_keras3_model_class(obj) -> bool:
     """True for a Keras 3 ``keras.Model`` (not a bare layer), without importing Keras 3."""
     return any(cls.__name__ == "Model" and (cls.__module__ or "").startswith("keras.") for cls in type(obj).__mro__)
+
+
+def copy_model(model):
+    """An independent copy of a Sequential/Functional model, weights included (the input is untouched).
+
+    Custom layers need their classes in scope (``keras.utils.custom_object_scope``) as for
+    ``keras.models.clone_model``, which this wraps.
+    """
+    clone = keras.models.clone_model(model)
+    clone.set_weights(model.get_weights())
+    return clone
+
+
+def all_layers(model):
+    """Every layer of ``model``, depth-first: a nested model, then its own layers."""
+    for layer in model.layers:
+        yield layer
+        if isinstance(layer, keras.Model):
+            yield from all_layers(layer)
+
+
+def leaf_layers(model):
+    """The layers of ``model`` that are not models themselves, nested models' layers included."""
+    return (layer for layer in all_layers(model) if not isinstance(layer, keras.Model))

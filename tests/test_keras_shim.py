@@ -93,3 +93,38 @@ def test_keras3_fit_with_the_accuracy_string_works_next_to_kcompress(mnist_small
     history = model.fit(mnist_small.x_train[:512], mnist_small.y_train[:512], epochs=1, batch_size=128, verbose=0)
     assert os.environ["TF_USE_LEGACY_KERAS"] == "1"
     assert 0.0 < history.history["accuracy"][0] <= 1.0
+
+
+def test_shared_model_helpers_copy_and_walk_nested_models():
+    from kcompress._keras import all_layers, copy_model, leaf_layers
+
+    keras = kc.keras
+    block = keras.Sequential([keras.layers.Dense(4, name="inner")], name="block")
+    inputs = keras.Input((3,), name="x")
+    model = keras.Model(inputs, keras.layers.Dense(2, name="out")(block(inputs)))
+    assert [layer.name for layer in all_layers(model)] == ["x", "block", "inner", "out"]
+    assert [layer.name for layer in leaf_layers(model)] == ["x", "inner", "out"]
+    copy = copy_model(model)
+    x = np.ones((1, 3), np.float32)
+    np.testing.assert_allclose(copy(x), model(x))
+    copy.get_layer("out").kernel.assign(np.zeros((4, 2), np.float32))  # independent weights
+    assert np.any(model.get_layer("out").kernel.numpy() != 0)
+
+
+def test_save_model_atomic_keeps_the_old_file_when_saving_fails(tmp_path):
+    from kcompress._files import save_model_atomic
+
+    model = kc.models.get("mlp_tiny")
+    path = tmp_path / "deep" / "m.keras"
+    assert save_model_atomic(model, path) == str(path)
+    before = path.read_bytes()
+
+    class Broken(kc.keras.Model):
+        def save(self, *a, **k):
+            with open(a[0], "wb") as f:
+                f.write(b"half")
+            raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        save_model_atomic(Broken(), path)
+    assert path.read_bytes() == before and sorted(p.name for p in path.parent.iterdir()) == ["m.keras"]

@@ -9,7 +9,7 @@ import tensorflow_model_optimization as tfmot
 from absl import logging
 
 from kcompress import _tfmot
-from kcompress._keras import check_model, keras
+from kcompress._keras import check_model, copy_model, keras
 from kcompress.pruning.report import PRUNED_FRACTION
 from kcompress.validation import resolve_layers
 
@@ -21,12 +21,6 @@ INITS = {
     "random": _TFMOT.CentroidInitialization.RANDOM,
 }
 MAX_CLUSTERS = 256
-
-
-def _copy(model):
-    clone = keras.models.clone_model(model)
-    clone.set_weights(model.get_weights())
-    return clone
 
 
 def is_clustered(model) -> bool:
@@ -127,7 +121,7 @@ def cluster(model, clusters=16, preserve_sparsity=None, layers=None, init: str =
     per_layer = per_layer or {name: default for name in names}
     if preserve_sparsity is None:
         preserve_sparsity = _zero_fraction(model, set(names)) >= PRUNED_FRACTION
-    copy = _copy(model)
+    copy = copy_model(model)
 
     def wrap(layer):
         if layer.name not in per_layer:
@@ -156,4 +150,4 @@ def strip(model):
     if not is_clustered(model):
         raise ValueError("model holds no clustering wrappers; strip() takes a model from cluster().")
     # strip_clustering reuses the unwrapped layers' objects; copy so the result shares nothing.
-    return _copy(_TFMOT.strip_clustering(model))
+    return copy_model(_TFMOT.strip_clustering(model))

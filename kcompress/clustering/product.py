@@ -10,7 +10,7 @@ import numpy as np
 import scipy.cluster.vq
 from absl import logging
 
-from kcompress._keras import check_model, keras
+from kcompress._keras import check_model, copy_model, keras
 from kcompress.evaluation.entropy import huffman_bits
 from kcompress.validation import resolve_layers
 
@@ -211,8 +211,7 @@ def product_quantize(model, subvector: int = 4, codebook_size: int = 256, layers
     chosen = [layer.name for layer in picked]
     if not chosen:
         raise ValueError(f"model {model.name!r} has no Dense or Conv2D layer to quantize.")
-    copy = keras.models.clone_model(model)
-    copy.set_weights(model.get_weights())
+    copy = copy_model(model)
     out = {}
     for name in chosen:
         kernel = candidates[name].kernel.numpy()

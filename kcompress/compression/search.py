@@ -43,7 +43,8 @@ import time
 import numpy as np
 from absl import logging
 
-from kcompress._keras import check_model, keras, tf
+from kcompress._files import save_model_atomic, write_atomic
+from kcompress._keras import check_model, copy_model, keras, tf
 from kcompress.compression.budget import Budget, BudgetError
 from kcompress.compression.workers import Workers
 from kcompress.data import Dataset
@@ -141,12 +142,6 @@ def _widths(model) -> dict:
     return {name: graph.size[graph.find(gid)] for name, gid in graph.own.items()}
 
 
-def _copy(model):
-    clone = keras.models.clone_model(model)
-    clone.set_weights(model.get_weights())
-    return clone
-
-
 def _fingerprint(model, dataset, config) -> str:
     h = hashlib.sha256()
     h.update(json.dumps(model.get_config(), sort_keys=True, default=str).encode())
@@ -212,8 +207,6 @@ class _Search:
 
     def save_state(self):
         if self.writes:
-            from kcompress.export import write_atomic
-
             write_atomic(self.path(_STATE), json.dumps(self.state, indent=1, default=_json_default))
 
     def save_model(self, model, name) -> str | None:
@@ -221,10 +214,7 @@ class _Search:
             return None
         path = self.path("models", name)
         if self.writes:
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            tmp = path + ".tmp" + os.path.splitext(path)[1]
-            model.save(tmp)
-            os.replace(tmp, path)
+            save_model_atomic(model, path)
         return os.path.relpath(path, self.output_dir)  # the chief's file, on every worker
 
     def save_flatbuffer(self, flat, name) -> str:
@@ -304,7 +294,7 @@ class _Search:
         from kcompress.pipeline.stages import State
 
         with self.scope():
-            start = _copy(model)
+            start = copy_model(model)
         state = State(model=start, dataset=self.dataset, teacher=self.teacher, name="compress",
                       strategy=self.strategy, verbose=self.verbose)
         step = first_index

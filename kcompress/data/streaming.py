@@ -22,6 +22,7 @@ import os
 import numpy as np
 from absl import logging
 
+from kcompress._files import write_atomic
 from kcompress._keras import tf
 from kcompress.data.dataset import Dataset, _check_batch_size, _validation_range
 from kcompress.validation import check_fraction, check_int
@@ -428,9 +429,7 @@ def save_tfrecord(dataset: Dataset, folder: str | os.PathLike, shards: int = 1) 
     meta = {"name": dataset.name, "num_classes": dataset.num_classes, "input_shape": list(dataset.input_shape),
             "num_train": counts["train"], "num_test": counts["test"], "shards": shards}
     meta_path = os.path.join(folder, _META)
-    with open(meta_path + ".tmp", "w", encoding="utf-8") as f:
-        json.dump(meta, f, indent=1)
-    os.replace(meta_path + ".tmp", meta_path)
+    write_atomic(meta_path, json.dumps(meta, indent=1))
     out["meta"] = meta_path
     logging.info("Wrote %s as TFRecord to %s: %d train, %d test in %d shard(s) each", dataset.name, folder,
                  counts["train"], counts["test"], shards)

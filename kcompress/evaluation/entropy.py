@@ -32,7 +32,7 @@ import math
 
 import numpy as np
 
-from kcompress._keras import check_model, keras
+from kcompress._keras import check_model, copy_model, keras
 from kcompress.validation import check_choice, check_int
 
 ENCODINGS = ("raw", "dense", "sparse")
@@ -301,8 +301,7 @@ def quantize_levels(model, levels: int = 256):
     """
     report = entropy_coded_size(model, levels=levels)
     lossy = {(t.layer, t.weight) for t in report.tensors if not t.lossless}
-    copy = keras.models.clone_model(model)
-    copy.set_weights(model.get_weights())
+    copy = copy_model(model)
     for lname, wname, w in _float_weights(copy):
         if (lname, wname) in lossy:
             values = w.numpy()

@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 import re
 
+from kcompress._files import write_atomic
 from kcompress.export.flatbuffer import check_flatbuffer, describe
-from kcompress.export.tflite import write_atomic
 
 _C_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 

@@ -12,9 +12,9 @@ import numpy as np
 from absl import logging
 from ai_edge_litert import schema_py_generated as schema
 
+from kcompress._files import write_atomic
 from kcompress.export.c_array import _C_IDENTIFIER, to_c_array
 from kcompress.export.flatbuffer import _OP_NAMES, _TYPES, check_flatbuffer
-from kcompress.export.tflite import write_atomic
 from kcompress.validation import check_bool, check_int
 
 # TFLite builtin op -> the MicroMutableOpResolver method that registers its TFLite Micro kernel.

@@ -7,18 +7,11 @@ import tensorflow_model_optimization as tfmot
 from absl import logging
 
 from kcompress import _tfmot
-from kcompress._keras import check_model, keras
+from kcompress._keras import all_layers, check_model, copy_model, keras
 from kcompress.pruning.wrapper import DEPTHWISE_KERNELS, PruneLowMagnitude, is_pruning_wrapper
 from kcompress.validation import resolve_layers
 
 _TFMOT_SCHEDULE = tfmot.sparsity.keras.PruningSchedule
-
-
-def _copy(model):
-    """An independent copy of a Sequential/Functional model, weights included."""
-    clone = keras.models.clone_model(model)
-    clone.set_weights(model.get_weights())
-    return clone
 
 
 def _check_graph_model(model, argname="model"):
@@ -43,13 +36,6 @@ def prunable_weight_names(layer) -> list[str]:
     if _tfmot.PruneRegistry.supports(layer):
         return list(_tfmot.PruneRegistry._weight_names(layer))  # noqa: SLF001 - TFMOT's registry table
     return []
-
-
-def _all_layers(model):
-    for layer in model.layers:
-        yield layer
-        if isinstance(layer, keras.Model):
-            yield from _all_layers(layer)
 
 
 def _selector(model, layers):
@@ -111,7 +97,7 @@ def prune(model, schedule, layers=None, block_size=(1, 1), m_by_n=None):
             f"schedule must be a pruning schedule (kcompress.pruning.ConstantSparsity or PolynomialDecay), "
             f"got {type(schedule).__name__}."
         )
-    if any(is_pruning_wrapper(layer) for layer in _all_layers(model)):
+    if any(is_pruning_wrapper(layer) for layer in all_layers(model)):
         raise ValueError("model already holds pruning wrappers; strip(model) first or keep training it as it is.")
     try:
         block = tuple(int(b) for b in block_size)
@@ -129,7 +115,7 @@ def prune(model, schedule, layers=None, block_size=(1, 1), m_by_n=None):
         if block != (1, 1):
             raise ValueError("m_by_n and block_size cannot be combined; pass one of them.")
         m_by_n = (m, n)
-    copy = _copy(model)
+    copy = copy_model(model)
     choose = _selector(copy, layers)
     if block != (1, 1):
         _check_block(copy, choose, block)
@@ -144,7 +130,7 @@ def prune(model, schedule, layers=None, block_size=(1, 1), m_by_n=None):
         return PruneLowMagnitude(layer, pruning_schedule=schedule, block_size=block, sparsity_m_by_n=m_by_n)
 
     result = keras.models.clone_model(copy, clone_function=wrap)
-    separable = [f"{layer.name!r}" for layer in _all_layers(copy) if layer.name in wrapped
+    separable = [f"{layer.name!r}" for layer in all_layers(copy) if layer.name in wrapped
                  and isinstance(layer, (keras.layers.SeparableConv1D, keras.layers.SeparableConv2D))]
     if separable:
         logging.warning("Pruning the pointwise kernels of %s; their depthwise kernels stay dense (TFMOT prunes one "
@@ -193,7 +179,7 @@ def _guard_fit(model):
 
 def _check_block(model, choose, block):
     """Block sparsity needs 2-D kernels (TFMOT pools blocks over a matrix): names the layers that have others."""
-    chosen = [layer for layer in _all_layers(model) if not isinstance(layer, keras.Model) and choose(layer)]
+    chosen = [layer for layer in all_layers(model) if not isinstance(layer, keras.Model) and choose(layer)]
     bad = [f"{layer.name!r} ({type(layer).__name__}, {len(w.shape)}-D {w.name.split('/')[-1].split(':')[0]})"
            for layer in chosen for w in _prunable_weights(layer) if len(w.shape) != 2]
     if bad:
@@ -250,13 +236,13 @@ def _copy_plain_weights(src, dst):
 def is_pruned(model) -> bool:
     """True when ``model`` holds pruning wrappers."""
     model = check_model(model)
-    return any(is_pruning_wrapper(layer) for layer in _all_layers(model))
+    return any(is_pruning_wrapper(layer) for layer in all_layers(model))
 
 
 def prunable_kernels(model) -> list[tuple[str, np.ndarray]]:
     """(layer name, kernel values) of every prunable weight, wrapped or stripped, masks applied."""
     out = []
-    for layer in _all_layers(model):
+    for layer in all_layers(model):
         if is_pruning_wrapper(layer):
             for w, m, _ in layer.pruning_vars:
                 out.append((layer.layer.name, w.numpy() * m.numpy()))

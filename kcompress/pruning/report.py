@@ -6,8 +6,8 @@ import dataclasses
 
 import numpy as np
 
-from kcompress._keras import check_model
-from kcompress.pruning.prune import _all_layers, prunable_kernels
+from kcompress._keras import all_layers, check_model
+from kcompress.pruning.prune import prunable_kernels
 from kcompress.pruning.wrapper import is_pruning_wrapper
 
 # The one rule for "these kernels were pruned": at least this fraction of them is exactly zero.
@@ -18,7 +18,7 @@ PRUNED_FRACTION = 0.1
 
 
 def _wrappers(model):
-    return [layer for layer in _all_layers(model) if is_pruning_wrapper(layer)]
+    return [layer for layer in all_layers(model) if is_pruning_wrapper(layer)]
 
 
 def _own_weights(model) -> list:

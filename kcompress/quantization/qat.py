@@ -9,7 +9,7 @@ import tensorflow_model_optimization as tfmot
 from absl import logging
 
 from kcompress import _tfmot
-from kcompress._keras import check_model, keras, tf
+from kcompress._keras import check_model, copy_model, keras, leaf_layers, tf
 from kcompress.pruning.report import PRUNED_FRACTION
 from kcompress.validation import check_bool, resolve_layers
 
@@ -351,7 +351,7 @@ def _inner(layer):
 
 def _kernels(model):
     """(layer, kernel variable) of every Conv2D / Dense / DepthwiseConv2D / SeparableConv2D kernel, wrapped or not."""
-    for layer in _leaf_layers(model):
+    for layer in leaf_layers(model):
         inner = _inner(layer)
         for variable in _kernel_variables(layer):
             yield inner, variable
@@ -386,20 +386,12 @@ def kernel_sparsity(model) -> float:
     return zeros / total if total else 0.0
 
 
-def _leaf_layers(model):
-    for layer in model.layers:
-        if isinstance(layer, keras.Model):
-            yield from _leaf_layers(layer)
-        else:
-            yield layer
-
-
 def _unprotected(qat) -> list[str]:
     """Names of layers of ``qat`` holding kernel zeros that QAT's training would not keep at zero."""
     kept = (SparsityPreservingWeightsQuantizer, SparsityPreservingConvWeightsQuantizer,
             _tfmot.PrunePreserveDefaultWeightsQuantizer)
     out = []
-    for layer in _leaf_layers(qat):
+    for layer in leaf_layers(qat):
         inner = _inner(layer)
         kernels = [w for w in _kernel_variables(layer) if np.any(w.numpy() == 0)]
         if not kernels:
@@ -477,8 +469,7 @@ def _apply(model, layers, preserve_sparsity):
              else _default_8bit.Default8BitQuantizeScheme())
     scheme = _CollectingScheme(inner, set(chosen), check_default=preserve_sparsity)
     with quantize_scope(_custom_objects(model)):
-        copy = keras.models.clone_model(model)
-        copy.set_weights(model.get_weights())
+        copy = copy_model(model)
 
         def annotate(layer):
             if layer.name in chosen:

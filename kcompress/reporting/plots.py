@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import os
 
-from kcompress.export.tflite import write_atomic
+from kcompress._files import write_atomic
 
 
 def _pyplot():

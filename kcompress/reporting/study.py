@@ -40,7 +40,7 @@ from collections.abc import Callable, Sequence
 
 from absl import flags, logging
 
-from kcompress.export.tflite import write_atomic
+from kcompress._files import save_model_atomic, write_atomic
 from kcompress.reporting.plots import plot_pareto
 from kcompress.reporting.tables import _json_default, to_csv, to_markdown
 
@@ -384,9 +384,7 @@ class Study:
                     result = entry.pipeline.run(dataset, model=model, teacher=teacher, output_dir=folder,
                                                 strategy=self.strategy, seed=seed if entry.stage_seeds else None)
                 if model_file is not None:  # every worker: under multiworker, output_dir is the chief's or a temporary one
-                    model_path = os.path.join(folder, model_file)
-                    result.model.save(model_path + ".tmp.keras")
-                    os.replace(model_path + ".tmp.keras", model_path)
+                    save_model_atomic(result.model, os.path.join(folder, model_file))
                 record = {"fingerprint": fp, "pipeline": config, "start": entry.start, "seed": seed,
                           "seconds": time.perf_counter() - t0,
                           "records": [dict(r, seed=seed) for r in result.records], "log": result.log}

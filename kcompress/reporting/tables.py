@@ -8,7 +8,7 @@ import json
 import math
 import os
 
-from kcompress.export.tflite import write_atomic
+from kcompress._files import write_atomic
 
 DEFAULT_COLUMNS = (
     "variant", "format", "accuracy", "params", "nonzero_params", "size_bytes", "gzip_bytes",
