@@ -18,6 +18,8 @@ from collections.abc import Iterable
 
 import numpy as np
 
+from kcompress._keras import all_layers
+
 __all__ = ["check_bool", "check_choice", "check_fraction", "check_instance", "check_int", "check_number",
            "check_temperature", "resolve_layers"]
 
@@ -115,13 +117,6 @@ def check_choice(name: str, value, choices):
     return value
 
 
-def _walk(model, nested: bool):
-    for layer in model.layers:
-        yield layer
-        if nested and isinstance(getattr(layer, "layers", None), list) and hasattr(layer, "inputs"):
-            yield from _walk(layer, nested)  # a model inside the model
-
-
 def _is_layer_class(item) -> bool:
     return isinstance(item, type) and all(hasattr(item, a) for a in ("call", "build", "get_config"))
 
@@ -148,7 +143,7 @@ def resolve_layers(model, layers, accept=None, what: str = "", argname: str = "l
             refuses, or a class with no (acceptable) layer in the model.
     """
     accept = accept or (lambda layer: True)
-    every = list(_walk(model, nested))
+    every = list(all_layers(model)) if nested else list(model.layers)
     by_name = {}
     for layer in every:
         by_name.setdefault(layer.name, layer)
